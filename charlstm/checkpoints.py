@@ -1,0 +1,64 @@
+"""Orbax checkpoints of a run: the best by val_loss and the latest, kept at once.
+
+Each checkpoint holds the training state (params, optimizer state, step,
+epoch) and, as JSON, the vocab and the config, so a run folder alone is
+enough to rebuild the model. No pickle: loading a run cannot run code.
+"""
+
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from charlstm.errors import CharLSTMError
+
+_policies = ocp.checkpoint_managers
+
+
+def _val_loss(metrics: dict) -> float:
+    return metrics["val_loss"]
+
+
+class Checkpoints:
+    """The `checkpoints/` folder of a run folder; steps are global training steps."""
+
+    def __init__(self, workdir: str | Path, read_only: bool = False):
+        directory = Path(workdir).absolute() / "checkpoints"
+        if read_only and not directory.is_dir():
+            raise CharLSTMError(f"{str(workdir)!r} has no checkpoints/: train a run there first")
+        keep = _policies.AnyPreservationPolicy(
+            [
+                _policies.LatestN(n=1),
+                _policies.BestN(get_metric_fn=_val_loss, reverse=True, n=1),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            best_fn=_val_loss,
+            best_mode="min",
+            preservation_policy=None if read_only else keep,
+            read_only=read_only,
+            enable_async_checkpointing=False,
+        )
+        self.manager = ocp.CheckpointManager(directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def save(self, step: int, state: dict, meta: dict, val_loss: float) -> None:
+        """Writes `state` (a pytree of arrays) and `meta` (JSON-able) as checkpoint `step`."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        self.manager.save(step, args=args, metrics={"val_loss": val_loss}, force=True)
+        self.manager.wait_until_finished()
+
+    def restore_meta(self, step: int) -> dict:
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+    def restore(self, step: int, like: dict) -> tuple[dict, dict]:
+        """The state of checkpoint `step`, shaped like `like`, and its meta."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+        restored = self.manager.restore(step, args=args)
+        return restored["state"], restored["meta"]

@@ -1,0 +1,79 @@
+"""Config checks run before any work, and the config's JSON form kept in run folders."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import ml_collections
+
+from charlstm.errors import CharLSTMError
+
+_AT_LEAST_ONE = (
+    "data.seq_length",
+    "model.units",
+    "model.num_layers",
+    "train.batch_size",
+    "train.epochs",
+    "train.log_every_steps",
+    "eval.batch_size",
+    "sample.length",
+)
+
+
+def _get(config: ml_collections.ConfigDict, field: str):
+    section, name = field.split(".")
+    return config[section][name]
+
+
+def _fail(field: str, value, allowed: str) -> None:
+    raise CharLSTMError(f"config field {field}={value!r} is invalid: it must be {allowed}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises CharLSTMError naming the first field outside its allowed range."""
+    for field in _AT_LEAST_ONE:
+        value = _get(config, field)
+        if not isinstance(value, int) or value < 1:
+            _fail(field, value, "an integer >= 1")
+    if not 0 < config.data.val_fraction < 1:
+        _fail("data.val_fraction", config.data.val_fraction, "in (0, 1)")
+    if config.data.max_chars < 0:
+        _fail("data.max_chars", config.data.max_chars, ">= 0 (0 = all)")
+    if not config.train.learning_rate > 0:
+        _fail("train.learning_rate", config.train.learning_rate, "> 0")
+    if config.train.schedule not in ("constant", "cosine"):
+        _fail("train.schedule", config.train.schedule, "'constant' or 'cosine'")
+    if config.train.warmup_steps < 0:
+        _fail("train.warmup_steps", config.train.warmup_steps, ">= 0")
+    if config.train.objective not in ("all", "last"):
+        _fail("train.objective", config.train.objective, "'all' or 'last'")
+    temperatures = config.sample.temperatures
+    if not temperatures or any(t < 0 for t in temperatures):
+        _fail("sample.temperatures", temperatures, "a non-empty tuple of values >= 0")
+    if config.sample.top_k < 0:
+        _fail("sample.top_k", config.sample.top_k, ">= 0 (0 = off)")
+    if not 0 < config.sample.top_p <= 1:
+        _fail("sample.top_p", config.sample.top_p, "in (0, 1]")
+
+
+def from_file(path: str | Path) -> ml_collections.ConfigDict:
+    """Calls get_config() of a config file, e.g. configs/tiny.py building on default.py."""
+    spec = importlib.util.spec_from_file_location(f"charlstm_config_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    """Rebuilds a saved config; JSON lists become tuples, as configs write them."""
+
+    def tuples(value):
+        if isinstance(value, dict):
+            return {k: tuples(v) for k, v in value.items()}
+        return tuple(value) if isinstance(value, list) else value
+
+    return ml_collections.ConfigDict(tuples(json.loads(text)))

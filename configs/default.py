@@ -1,0 +1,44 @@
+"""Every config field with its meaning and unit; other configs start from this one.
+
+    python scripts/train.py --config configs/default.py --workdir runs/default
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Seeds parameter init, data order per epoch and sampling.
+
+    config.data = ml_collections.ConfigDict()
+    config.data.corpus = "obama"  # Built-in corpus, used when data.path is empty.
+    config.data.path = ""  # Your own UTF-8 text file; overrides data.corpus.
+    config.data.dir = "data"  # Where built-in corpora are written on first use.
+    config.data.keep_chars = "\nA-Za-z0-9 ,.:;?!-"  # Regex class of kept chars (the lab's); "" keeps all.
+    config.data.lowercase = True  # Lowercase after filtering, as the lab did.
+    config.data.max_chars = 0  # Use only the first N cleaned characters; 0 = all.
+    config.data.val_fraction = 0.1  # Contiguous tail of the corpus held out for validation.
+    config.data.seq_length = 100  # Characters of context per training window and per prediction.
+
+    config.model = ml_collections.ConfigDict()
+    config.model.units = 128  # LSTM hidden units per layer.
+    config.model.num_layers = 1  # Stacked LSTM layers.
+
+    config.train = ml_collections.ConfigDict()
+    config.train.objective = "all"  # 'all': loss at every position; 'last': the lab's one target per window.
+    config.train.batch_size = 64  # Windows per step.
+    config.train.epochs = 12  # Passes over the training characters ('last': over all stride-1 windows).
+    config.train.learning_rate = 1e-2  # Adam's peak step size.
+    config.train.schedule = "cosine"  # 'constant', or 'cosine': decay to 0 over the run's steps.
+    config.train.warmup_steps = 0  # Steps of linear warm-up from 0 to learning_rate.
+    config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 1024  # Validation windows per evaluation batch; memory only, not the result.
+
+    config.sample = ml_collections.ConfigDict()
+    config.sample.temperatures = (0.5, 1.2)  # One sample per temperature each epoch; 0 = greedy.
+    config.sample.length = 100  # Characters generated per sample.
+    config.sample.top_k = 0  # Sample only among the k most likely characters; 0 = all.
+    config.sample.top_p = 1.0  # Sample only within the smallest set reaching this probability.
+    return config

@@ -1,0 +1,25 @@
+"""Trains a character-level model; re-running the same command resumes.
+
+    python scripts/train.py --config configs/obama.py
+    python scripts/train.py --config configs/obama.py --config.train.epochs=3 --workdir runs/try
+"""
+
+from absl import flags
+from ml_collections import config_flags
+
+from charlstm import cli
+from charlstm.train import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/obama.py.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; default runs/<config name>.")
+flags.mark_flags_as_required(["config"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise cli.CharLSTMError(f"unexpected arguments {argv[1:]}: pass settings as --config.FIELD=VALUE")
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value or f"runs/{cli.config_name()}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

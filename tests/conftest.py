@@ -1,0 +1,36 @@
+"""Shared fixtures: the tiny config with its corpus built once per session outside the repo."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from charlstm import config as config_lib
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def tiny_config(data_dir):
+    config = config_lib.from_file(REPO / "configs" / "tiny.py")
+    config.data.dir = str(data_dir)
+    return config
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs scripts/<script> in a subprocess, as a user would, and captures its output."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=600,
+    )

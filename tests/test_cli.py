@@ -1,0 +1,54 @@
+"""scripts/train.py as a user runs it: overrides, and one-line errors with exit code 2."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_script
+
+
+def train(tmp_path, data_dir, *overrides):
+    return run_script(
+        "train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"),
+        f"--config.data.dir={data_dir}", *overrides,
+    )
+
+
+def test_an_override_takes_effect(tmp_path, data_dir):
+    result = train(tmp_path, data_dir, "--config.train.epochs=1", "--config.sample.temperatures=(0.2,0.5,1.0)")
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["sample"]["temperatures"] == [0.2, 0.5, 1.0]
+    assert "val_bpc" in result.stdout and "--- temperature 1.0:" in result.stdout
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.mark.parametrize("override, words", [
+    ("--config.data.path=/no/such/corpus.txt", ["does not exist", "data.path"]),
+    ("--config.train.epochz=3", ["unknown config field", "epochz"]),
+    ("--config.train.epochs=many", ["config.train.epochs"]),
+    ("--config.train.learning_rate=-1.0", ["train.learning_rate", "> 0"]),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, data_dir, override, words):
+    assert_one_line_error(train(tmp_path, data_dir, override), *words)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_corpus_too_short_after_cleaning_is_refused(tmp_path, data_dir):
+    short = tmp_path / "short.txt"
+    short.write_text("@@@ only a few characters survive cleaning ###\n" * 3)
+    assert_one_line_error(train(tmp_path, data_dir, f"--config.data.path={short}"), "seq_length")
+
+
+def test_a_missing_config_file_is_refused(tmp_path):
+    result = run_script("train.py", "--config", "configs/no_such_config.py", "--workdir", str(tmp_path))
+    assert_one_line_error(result, "no_such_config.py")

@@ -1,0 +1,103 @@
+import re
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from charlstm import CharLSTMError, data
+
+LAB_KEEP = "\nA-Za-z0-9 ,.:;?!-"
+
+
+def lab_clean(raw_text: str) -> str:
+    """The lab's two lines, verbatim."""
+    raw_text = re.sub("[^\nA-Za-z0-9 ,.:;?!-]+", "", raw_text)
+    return raw_text.lower()
+
+
+def test_cleaning_matches_the_labs_regex():
+    raw = "Hello, World! — «quotes» 42% [Laughter]\n\tTab; a-b: c? é\r\n"
+    assert data.clean_text(raw, LAB_KEEP, lowercase=True) == lab_clean(raw)
+    assert data.clean_text(raw, "", lowercase=False) == raw
+
+
+def test_vocab_is_sorted_unique_chars_and_round_trips():
+    text = "the state of our union is strong.\n"
+    vocab = data.Vocab.from_text(text)
+    assert list(vocab.chars) == sorted(set(text))
+    ids = vocab.encode(text)
+    assert ids.dtype == np.int32 and vocab.decode(ids) == text
+    assert [vocab.chars[i] for i in ids] == list(text)
+    assert data.Vocab.from_json(vocab.to_json()) == vocab
+    with pytest.raises(CharLSTMError, match="'x'"):
+        vocab.encode("xt")
+
+
+def test_last_windows_equal_the_labs_inputs_and_outputs():
+    text = "abcdefghij klmnop, qrstuv. wxyz!" * 3
+    vocab, seq_length = data.Vocab.from_text(text), 7
+    ids = vocab.encode(text)
+    starts = data.epoch_window_starts(len(ids), seq_length, 1, "last", np.random.default_rng(0))
+    assert sorted(starts.ravel().tolist()) == list(range(len(text) - seq_length))
+    windows = np.asarray(data.gather_windows(jnp.asarray(ids), jnp.asarray(starts.ravel()), seq_length + 1))
+    for start, window in zip(starts.ravel(), windows):
+        assert vocab.decode(window[:-1]) == text[start : start + seq_length]
+        assert vocab.decode(window[-1:]) == text[start + seq_length]
+
+
+def test_all_windows_tile_the_text_without_overlap():
+    n, seq_length, batch = 1000, 10, 4
+    starts = data.epoch_window_starts(n, seq_length, batch, "all", np.random.default_rng(3))
+    flat = np.sort(starts.ravel())
+    assert np.all(np.diff(flat) % seq_length == 0) and np.all(np.diff(flat) > 0)
+    assert flat[-1] + seq_length + 1 <= n
+    assert starts.shape[1] == batch and starts.shape[0] == len(range(flat[0], n - seq_length, seq_length)) // batch
+    assert starts.shape[0] <= data.steps_per_epoch(n, seq_length, batch, "all")
+    at_zero = data.epoch_window_starts(n, 1, batch, "all", np.random.default_rng(0))  # offset 0
+    assert at_zero.shape[0] == data.steps_per_epoch(n, 1, batch, "all")
+    last = data.epoch_window_starts(n, seq_length, batch, "last", np.random.default_rng(0))
+    assert last.shape[0] == data.steps_per_epoch(n, seq_length, batch, "last")
+
+
+def test_window_order_is_shuffled_and_seeded():
+    a = data.epoch_window_starts(5000, 10, 8, "all", np.random.default_rng([0, 1]))
+    b = data.epoch_window_starts(5000, 10, 8, "all", np.random.default_rng([0, 1]))
+    c = data.epoch_window_starts(5000, 10, 8, "all", np.random.default_rng([0, 2]))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.sort(a.ravel()), a.ravel()) and not np.array_equal(a, c)
+
+
+def test_split_is_contiguous_tail_without_overlap():
+    ids = np.arange(1000, dtype=np.int32)
+    train, val = data.split_ids(ids, 0.1)
+    assert len(val) == 100
+    np.testing.assert_array_equal(np.concatenate([train, val]), ids)
+
+
+def test_read_text_normalises_crlf_and_bom(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"\xef\xbb\xbfone\r\ntwo\rthree")
+    assert data.read_text(path) == "one\ntwo\nthree"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing.txt", "does not exist"),
+    (lambda p: p, "is a directory"),
+])
+def test_read_text_rejects_bad_paths(tmp_path, make, message):
+    with pytest.raises(CharLSTMError, match=message):
+        data.read_text(make(tmp_path))
+
+
+def test_corpus_shorter_than_a_window_is_an_error(tiny_config, tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("far too short for a window of twenty characters")
+    tiny_config.data.path = str(path)
+    with pytest.raises(CharLSTMError, match="seq_length"):
+        data.load_corpus(tiny_config.data)
+
+
+def test_tiny_corpus_loads_with_split_and_limit(tiny_config):
+    corpus = data.load_corpus(tiny_config.data)
+    assert len(corpus.train_ids) + len(corpus.val_ids) == tiny_config.data.max_chars
+    assert len(corpus.val_ids) == round(tiny_config.data.max_chars * tiny_config.data.val_fraction)
