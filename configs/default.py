@@ -27,9 +27,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict()
     config.train.objective = "all"  # 'all': loss at every position; 'last': the lab's one target per window.
     config.train.batch_size = 64  # Windows per step.
-    config.train.epochs = 12  # Passes over the training characters ('last': over all stride-1 windows).
+    config.train.epochs = 30  # Passes over the training characters ('last': over all stride-1 windows).
     config.train.learning_rate = 1e-2  # Adam's peak step size.
-    config.train.schedule = "cosine"  # 'constant', or 'cosine': decay to 0 over the run's steps.
+    config.train.schedule = "constant"  # "constant", or "cosine": decay to 0 over the run's steps.
     config.train.warmup_steps = 0  # Steps of linear warm-up from 0 to learning_rate.
     config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
 
