@@ -29,7 +29,9 @@ class Checkpoints:
         keep = _policies.AnyPreservationPolicy(
             [
                 _policies.LatestN(n=1),
-                _policies.BestN(get_metric_fn=_val_loss, reverse=True, n=1),
+                _policies.BestN(
+                    get_metric_fn=_val_loss, reverse=True, n=1, keep_checkpoints_without_metrics=False
+                ),
             ]
         )
         options = ocp.CheckpointManagerOptions(
@@ -47,10 +49,15 @@ class Checkpoints:
     def best_step(self) -> int | None:
         return self.manager.best_step()
 
-    def save(self, step: int, state: dict, meta: dict, val_loss: float) -> None:
-        """Writes `state` (a pytree of arrays) and `meta` (JSON-able) as checkpoint `step`."""
+    def save(self, step: int, state: dict, meta: dict, val_loss: float | None) -> None:
+        """Writes `state` (a pytree of arrays) and `meta` (JSON-able) as checkpoint `step`.
+
+        `val_loss` None marks a mid-epoch checkpoint: kept while it is the latest,
+        never counted as the best.
+        """
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self.manager.save(step, args=args, metrics={"val_loss": val_loss}, force=True)
+        metrics = None if val_loss is None else {"val_loss": val_loss}
+        self.manager.save(step, args=args, metrics=metrics, force=True)
         self.manager.wait_until_finished()
 
     def restore_meta(self, step: int) -> dict:

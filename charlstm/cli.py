@@ -8,7 +8,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from charlstm.errors import CharLSTMError
+from charlstm.errors import CharLSTMError, TrainingDiverged, TrainingInterrupted
 
 
 def _fail(message: str) -> None:
@@ -57,5 +57,14 @@ def run(main: Callable[[list[str]], None]) -> None:
             main(argv)
         except CharLSTMError as e:
             _fail(str(e))
+        except TrainingDiverged as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+        except TrainingInterrupted as e:
+            print(str(e), file=sys.stderr)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            print("interrupted before training started; nothing was saved", file=sys.stderr)
+            sys.exit(130)
 
     app.run(guarded, flags_parser=_parse_flags)

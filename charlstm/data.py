@@ -5,6 +5,7 @@ materialised as one-hot tensors.
 """
 
 import dataclasses
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -17,18 +18,47 @@ from charlstm import corpora
 from charlstm.errors import CharLSTMError
 
 
-def read_text(path: str | Path) -> str:
-    """Reads a UTF-8 text file; CRLF becomes LF, a BOM is dropped, bad bytes become U+FFFD."""
+# A text may have a few bad bytes (decoded as U+FFFD); more than this share means it is not text.
+MAX_UNDECODABLE_SHARE = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class RawText:
+    """A decoded text file and what decoding it took."""
+
+    text: str
+    sha256: str  # Of the file's bytes, to recognise the same corpus later.
+    n_bytes: int
+    replaced: int  # Undecodable bytes replaced by U+FFFD.
+
+
+def read_text(path: str | Path) -> RawText:
+    """Reads a text file as UTF-8: CRLF and CR become LF, a BOM is dropped, bad bytes become U+FFFD.
+
+    Refuses files that are not text: any NUL byte, or more than
+    MAX_UNDECODABLE_SHARE undecodable bytes.
+    """
     path = Path(path)
     if not path.exists():
         raise CharLSTMError(f"corpus file {str(path)!r} does not exist: check data.path")
     if path.is_dir():
         raise CharLSTMError(f"corpus path {str(path)!r} is a directory: give a text file")
     raw = path.read_bytes()
+    if not raw:
+        raise CharLSTMError(f"corpus file {str(path)!r} is empty: give a text file with content")
     if b"\x00" in raw:
         raise CharLSTMError(f"{str(path)!r} contains NUL bytes, so it is not text: give a UTF-8 text file")
-    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    digest, n_bytes = hashlib.sha256(raw).hexdigest(), len(raw)
+    text = raw.decode("utf-8", errors="replace")
+    del raw  # Large corpora: hold as few copies as possible.
+    replaced = text.count("\ufffd")
+    if replaced > MAX_UNDECODABLE_SHARE * n_bytes:
+        raise CharLSTMError(
+            f"{str(path)!r} has {replaced} undecodable bytes of {n_bytes}, so it is not UTF-8 "
+            "text: convert it to UTF-8 (e.g. iconv -t utf-8)"
+        )
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return RawText(text, digest, n_bytes, replaced)
 
 
 def clean_text(text: str, keep_chars: str, lowercase: bool) -> str:
@@ -64,6 +94,8 @@ class Vocab:
             )
         table = np.full(max(map(ord, self.chars)) + 1, -1, np.int32)
         table[[ord(c) for c in self.chars]] = np.arange(self.size, dtype=np.int32)
+        if text.isascii():  # One byte per character instead of four for large corpora.
+            return table[np.frombuffer(text.encode("ascii"), np.uint8)]
         return table[np.frombuffer(text.encode("utf-32-le"), np.uint32)]
 
     def decode(self, ids) -> str:
@@ -84,7 +116,10 @@ class Corpus:
     vocab: Vocab
     train_ids: np.ndarray  # [n_train] int32
     val_ids: np.ndarray  # [n_val] int32
-    source: str
+    source: str  # The file read.
+    sha256: str
+    n_bytes: int
+    replaced: int  # Undecodable bytes replaced by U+FFFD before cleaning.
 
 
 def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +138,8 @@ def corpus_path(data: ml_collections.ConfigDict) -> Path:
 def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
     """Reads, cleans, encodes and splits the corpus that `data` names."""
     path = corpus_path(data)
-    text = clean_text(read_text(path), data.keep_chars, data.lowercase)
+    raw = read_text(path)
+    text = clean_text(raw.text, data.keep_chars, data.lowercase)
     if data.max_chars:
         text = text[: data.max_chars]
     vocab = Vocab.from_text(text)
@@ -115,7 +151,7 @@ def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
             f"characters after cleaning; each needs at least seq_length+1="
             f"{data.seq_length + 1}: use a longer text or a smaller data.seq_length"
         )
-    return Corpus(vocab, train_ids, val_ids, str(path))
+    return Corpus(vocab, train_ids, val_ids, str(path), raw.sha256, raw.n_bytes, raw.replaced)
 
 
 def epoch_window_starts(

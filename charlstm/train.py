@@ -5,8 +5,10 @@ the step is a pure function of (params, opt_state, window starts, key)
 compiled with jax.jit, so no NNX object crosses the jit boundary per step.
 """
 
+import contextlib
 import functools
-import json
+import math
+import signal
 import time
 from pathlib import Path
 
@@ -21,8 +23,9 @@ from tqdm import tqdm
 from charlstm import config as config_lib
 from charlstm import data, evaluate, sampling
 from charlstm.checkpoints import Checkpoints
-from charlstm.errors import CharLSTMError
+from charlstm.errors import CharLSTMError, TrainingDiverged, TrainingInterrupted
 from charlstm.model import CharLSTM
+from charlstm.run_folder import RunFolder
 
 
 def create_model(config: ml_collections.ConfigDict, vocab_size: int) -> CharLSTM:
@@ -66,41 +69,43 @@ def loss_fn(graphdef: nnx.GraphDef, params, windows: jax.Array, objective: str) 
 @functools.partial(
     jax.jit, static_argnames=("graphdef", "tx", "seq_length", "objective"), donate_argnums=(1, 2)
 )
-def train_step(graphdef, params, opt_state, ids, starts, *, tx, seq_length, objective):
-    """One Adam step on the windows starting at `starts` `[batch]`; returns the loss too."""
+def train_step(graphdef, params, opt_state, loss_sum, ids, starts, *, tx, seq_length, objective):
+    """One optimizer step on the windows starting at `starts` `[batch]`.
+
+    Returns params, opt_state, the epoch's running loss sum and this step's loss;
+    the sum stays on device, so the loop never waits for the host.
+    """
     windows = data.gather_windows(ids, starts, seq_length + 1)
     loss, grads = jax.value_and_grad(loss_fn, argnums=1)(graphdef, params, windows, objective)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    return optax.apply_updates(params, updates), opt_state, loss_sum + loss, loss
 
 
-class RunFolder:
-    """The files of a run folder: config, vocab, metrics, samples and checkpoints."""
+@contextlib.contextmanager
+def stop_requests():
+    """Turns SIGINT and SIGTERM into a request (a dict) that the loop honours at a step boundary."""
+    request = {"signal": None}
+    handled = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, workdir: str | Path):
-        self.path = Path(workdir)
-        self.path.mkdir(parents=True, exist_ok=True)
+    def handler(signum, frame):
+        request["signal"] = signum
 
-    def write_setup(self, config: ml_collections.ConfigDict, vocab: data.Vocab) -> None:
-        (self.path / "config.json").write_text(config_lib.to_json(config))
-        (self.path / "vocab.json").write_text(vocab.to_json() + "\n")
+    previous = {s: signal.signal(s, handler) for s in handled}
+    try:
+        yield request
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
-    def read_metrics(self) -> list[dict]:
-        path = self.path / "metrics.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
-    def keep_metrics_through(self, epoch: int) -> None:
-        """Drops metric lines of epochs after `epoch` (written before a crash lost them)."""
-        kept = [m for m in self.read_metrics() if m["epoch"] <= epoch]
-        (self.path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
-
-    def append_metrics(self, metrics: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(metrics) + "\n")
-
-    def append_samples(self, text: str) -> None:
-        with open(self.path / "samples.txt", "a") as f:
-            f.write(text)
+def check_finite(loss: float, step: int, checkpoints: Checkpoints) -> None:
+    if not math.isfinite(loss):
+        best = checkpoints.best_step()
+        kept = f"the best checkpoint (step {best}) is untouched" if best is not None else "no checkpoint was written"
+        raise TrainingDiverged(
+            f"training diverged: loss is {loss} at step {step}; {kept}. "
+            "Lower train.learning_rate and train again in a new --workdir"
+        )
 
 
 def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> str:
@@ -121,92 +126,128 @@ def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> 
     return "\n".join(lines) + "\n"
 
 
-def train_epoch(graphdef, params, opt_state, train_ids, starts, tx, config, desc: str):
-    """Runs one epoch of steps; returns params, opt_state and the mean loss."""
-    chars_per_step = starts.shape[1] * (config.data.seq_length if config.train.objective == "all" else 1)
+def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config, stop: dict, checkpoints):
+    """Runs the epoch's remaining steps (from state['epoch_step']) until done or asked to stop."""
     step_fn = functools.partial(
         train_step, graphdef, tx=tx, seq_length=config.data.seq_length, objective=config.train.objective
     )
-    losses = []
-    began = time.perf_counter()
-    with tqdm(total=len(starts), desc=desc, unit="step", leave=False, disable=None) as bar:
-        for i, batch in enumerate(starts):
-            params, opt_state, loss = step_fn(params, opt_state, train_ids, batch)
-            losses.append(loss)
+    params, opt_state, loss_sum = state["params"], state["opt_state"], state["loss_sum"]
+    first, began = state["epoch_step"], time.perf_counter()
+    i = first
+    desc = f"epoch {state['epoch'] + 1}/{config.train.epochs}"
+    with tqdm(initial=first, total=len(starts), desc=desc, unit="step", leave=False, disable=None) as bar:
+        while i < len(starts) and stop["signal"] is None:
+            params, opt_state, loss_sum, loss = step_fn(params, opt_state, loss_sum, train_ids, starts[i])
+            i += 1
             bar.update()
-            if (i + 1) % config.train.log_every_steps == 0:
-                rate = (i + 1) * chars_per_step / (time.perf_counter() - began)
-                bar.set_postfix(loss=f"{float(loss):.3f}", chars_per_s=f"{rate:,.0f}")
-    return params, opt_state, float(jnp.mean(jnp.stack(losses)))
+            if i % config.train.log_every_steps == 0:
+                check_finite(float(loss), state["step"] + i - first, checkpoints)
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+    return {
+        **state,
+        "params": params,
+        "opt_state": opt_state,
+        "loss_sum": loss_sum,
+        "step": state["step"] + i - first,
+        "epoch_step": i,
+        "epoch_seconds": state["epoch_seconds"] + time.perf_counter() - began,
+    }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict]:
-    """Trains (or resumes) the run in `workdir`; returns all epochs' metrics."""
+def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus, config) -> dict:
+    """The metrics.jsonl record of a finished epoch."""
+    val_loss = evaluate.mean_nll(
+        graphdef, state["params"], corpus.val_ids, config.data.seq_length, config.eval.batch_size
+    )
+    targets_per_window = config.data.seq_length if config.train.objective == "all" else 1
+    return {
+        "epoch": state["epoch"] + 1,
+        "step": state["step"],
+        "train_loss": float(state["loss_sum"]) / len(starts),
+        "val_loss": val_loss,
+        "val_bpc": evaluate.bits_per_char(val_loss),
+        "seconds": state["epoch_seconds"],
+        "chars_per_second": starts.size * targets_per_window / state["epoch_seconds"],
+    }
+
+
+def initial_state(params, tx) -> dict:
+    """Training state; `epoch` counts finished epochs, `epoch_step` steps into the next one."""
+    return {
+        "params": params,
+        "opt_state": tx.init(params),
+        "step": 0,
+        "epoch": 0,
+        "epoch_step": 0,
+        "loss_sum": jnp.zeros((), jnp.float32),
+        "epoch_seconds": 0.0,
+    }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, command: str = "") -> list[dict]:
+    """Trains (or resumes) the run in `workdir`; returns all epochs' metrics.
+
+    `command` is recorded in run_info.jsonl so the run can be repeated.
+    """
     config_lib.validate(config)
     corpus = data.load_corpus(config.data)
     vocab = corpus.vocab
+    replaced = f" ({corpus.replaced} undecodable bytes replaced by U+FFFD)" if corpus.replaced else ""
     print(
         f"corpus {corpus.source}: {len(corpus.train_ids):,} train + {len(corpus.val_ids):,} "
-        f"validation characters, vocabulary of {vocab.size}: {vocab.chars!r}"
+        f"validation characters, vocabulary of {vocab.size}: {vocab.chars!r}{replaced}"
     )
     run = RunFolder(workdir)
-    graphdef, params = split_model(create_model(config, vocab.size))
+    with run.lock(), stop_requests() as stop:
+        return _train(config, corpus, run, command, stop)
+
+
+def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict) -> list[dict]:
+    graphdef, params = split_model(create_model(config, corpus.vocab.size))
     steps = data.steps_per_epoch(
         len(corpus.train_ids), config.data.seq_length, config.train.batch_size, config.train.objective
     )
     tx = make_optimizer(config.train, steps * config.train.epochs)
-    state = {"params": params, "opt_state": tx.init(params), "step": 0, "epoch": 0}
+    state = initial_state(params, tx)
     checkpoints = Checkpoints(run.path)
     if (latest := checkpoints.latest_step()) is not None:
-        state, meta = checkpoints.restore(latest, like=state)
-        if meta["vocab"] != vocab.chars:
-            raise CharLSTMError(
-                f"the run in {str(run.path)!r} was trained on another vocabulary: "
-                "use the same corpus or a new --workdir"
-            )
+        run.check_resumable(config, corpus)
+        state, _ = checkpoints.restore(latest, like=state)
         run.keep_metrics_through(state["epoch"])
-        print(f"resuming from {run.path} at epoch {state['epoch'] + 1} (step {state['step']})")
-    run.write_setup(config, vocab)
+        print(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']}")
+    run.write_setup(config, corpus, command)
     if state["epoch"] >= config.train.epochs:
         print(f"already trained {state['epoch']} epochs: raise --config.train.epochs to go on")
 
-    params, opt_state, step = state["params"], state["opt_state"], state["step"]
     train_ids = jnp.asarray(corpus.train_ids)
-    for epoch in range(state["epoch"] + 1, config.train.epochs + 1):
-        rng = np.random.default_rng([config.seed, epoch])
+    meta = {"vocab": corpus.vocab.chars, "config": config.to_dict()}
+    while state["epoch"] < config.train.epochs:
+        rng = np.random.default_rng([config.seed, state["epoch"] + 1])
         starts = data.epoch_window_starts(
             len(corpus.train_ids), config.data.seq_length, config.train.batch_size,
             config.train.objective, rng,
         )
-        began = time.perf_counter()
-        params, opt_state, train_loss = train_epoch(
-            graphdef, params, opt_state, train_ids, starts, tx, config,
-            desc=f"epoch {epoch}/{config.train.epochs}",
-        )
-        seconds = time.perf_counter() - began
-        step += len(starts)
-        val_loss = evaluate.mean_nll(
-            graphdef, params, corpus.val_ids, config.data.seq_length, config.eval.batch_size
-        )
-        targets = starts.size * (config.data.seq_length if config.train.objective == "all" else 1)
-        metrics = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_bpc": evaluate.bits_per_char(val_loss),
-            "seconds": seconds,
-            "chars_per_second": targets / seconds,
-        }
-        samples = epoch_samples(graphdef, params, corpus, config, epoch)
+        state = train_epoch(state, starts, train_ids, graphdef, tx, config, stop, checkpoints)
+        if state["epoch_step"] < len(starts):
+            if state["step"] != checkpoints.latest_step():
+                checkpoints.save(state["step"], state, meta, val_loss=None)
+            raise TrainingInterrupted(
+                f"interrupted by signal {stop['signal']}: saved step {state['step']} "
+                f"(epoch {state['epoch'] + 1}, {state['epoch_step']}/{len(starts)} steps); "
+                "re-run the same command to resume",
+                stop["signal"],
+            )
+        check_finite(float(state["loss_sum"]), state["step"], checkpoints)
+        metrics = epoch_metrics(state, starts, graphdef, corpus, config)
+        samples = epoch_samples(graphdef, state["params"], corpus, config, metrics["epoch"])
         print(
-            f"epoch {epoch}: train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
-            f"val_bpc {metrics['val_bpc']:.4f}  {seconds:.1f}s  "
-            f"{metrics['chars_per_second']:,.0f} chars/s\n{samples}"
+            f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}  "
+            f"val_loss {metrics['val_loss']:.4f}  val_bpc {metrics['val_bpc']:.4f}  "
+            f"{metrics['seconds']:.1f}s  {metrics['chars_per_second']:,.0f} chars/s\n{samples}"
         )
         run.append_metrics(metrics)
-        run.append_samples(f"=== epoch {epoch} (step {step})\n{samples}\n")
-        meta = {"vocab": vocab.chars, "config": config.to_dict(), **metrics}
-        state = {"params": params, "opt_state": opt_state, "step": step, "epoch": epoch}
-        checkpoints.save(step, state, meta, val_loss)
+        run.append_samples(f"=== epoch {metrics['epoch']} (step {metrics['step']})\n{samples}\n")
+        state = {**initial_state(state["params"], tx), "opt_state": state["opt_state"],
+                 "step": state["step"], "epoch": metrics["epoch"]}
+        checkpoints.save(state["step"], state, {**meta, **metrics}, metrics["val_loss"])
     return run.read_metrics()

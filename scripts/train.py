@@ -4,6 +4,9 @@
     python scripts/train.py --config configs/obama.py --config.train.epochs=3 --workdir runs/try
 """
 
+import shlex
+import sys
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -18,7 +21,8 @@ flags.mark_flags_as_required(["config"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise cli.CharLSTMError(f"unexpected arguments {argv[1:]}: pass settings as --config.FIELD=VALUE")
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value or f"runs/{cli.config_name()}")
+    command = " ".join(shlex.quote(arg) for arg in sys.argv)
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value or f"runs/{cli.config_name()}", command)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def test_split_is_contiguous_tail_without_overlap():
 def test_read_text_normalises_crlf_and_bom(tmp_path):
     path = tmp_path / "t.txt"
     path.write_bytes(b"\xef\xbb\xbfone\r\ntwo\rthree")
-    assert data.read_text(path) == "one\ntwo\nthree"
+    assert data.read_text(path).text == "one\ntwo\nthree"
 
 
 @pytest.mark.parametrize("make, message", [
@@ -101,3 +101,11 @@ def test_tiny_corpus_loads_with_split_and_limit(tiny_config):
     corpus = data.load_corpus(tiny_config.data)
     assert len(corpus.train_ids) + len(corpus.val_ids) == tiny_config.data.max_chars
     assert len(corpus.val_ids) == round(tiny_config.data.max_chars * tiny_config.data.val_fraction)
+
+
+def test_a_few_undecodable_bytes_are_replaced_and_counted(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"caf\xe9 " + b"plain text " * 100)
+    raw = data.read_text(path)
+    assert raw.replaced == 1 and raw.text.startswith("caf\ufffd ")
+    assert raw.n_bytes == path.stat().st_size and len(raw.sha256) == 64

@@ -24,8 +24,8 @@ def test_a_tiny_model_overfits_a_repeated_string():
     rng = np.random.default_rng(0)
     for _ in range(300):
         starts = jnp.asarray(rng.integers(0, len(text) - seq_length - 1, 16), jnp.int32)
-        params, opt_state, loss = train_step(
-            graphdef, params, opt_state, ids, starts, tx=tx, seq_length=seq_length, objective="all"
+        params, opt_state, _, loss = train_step(
+            graphdef, params, opt_state, 0.0, ids, starts, tx=tx, seq_length=seq_length, objective="all"
         )
     assert float(loss) < 0.1
 

@@ -1,0 +1,147 @@
+"""The files of a run folder besides checkpoints: config, vocab, run info, metrics, samples, lock."""
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from charlstm import config as config_lib
+from charlstm.data import Corpus
+from charlstm.errors import CharLSTMError
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_collections", "numpy")
+# Fields that may change when a run resumes: how long it trains, what it logs and samples.
+RESUMABLE_CHANGES = ("train.epochs", "train.log_every_steps", "eval.", "sample.")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Fields, other than RESUMABLE_CHANGES, whose values differ: 'field (saved X, now Y)'."""
+    saved, current = _flatten(saved), _flatten(current)
+    return [
+        f"{field} (saved {saved.get(field)!r}, now {current.get(field)!r})"
+        for field in sorted(saved.keys() | current.keys())
+        if saved.get(field) != current.get(field) and not field.startswith(RESUMABLE_CHANGES)
+    ]
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunFolder:
+    """A run folder on disk; creating the object creates the folder."""
+
+    def __init__(self, workdir: str | Path):
+        self.path = Path(workdir)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds `.lock` while training; refuses a live holder, clears a dead one's."""
+        path = self.path / ".lock"
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                break
+            except FileExistsError:
+                try:
+                    holder = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    holder = {"pid": -1, "host": me["host"]}  # Half-written: its writer died.
+                if holder["host"] != me["host"] or _process_alive(holder["pid"]):
+                    raise CharLSTMError(
+                        f"run folder {str(self.path)!r} is in use by process {holder['pid']} on "
+                        f"{holder['host']}: wait for it to finish or use another --workdir"
+                    ) from None
+                print(f"cleared a stale lock of process {holder['pid']}, which is no longer running")
+                path.unlink(missing_ok=True)
+        else:
+            raise CharLSTMError(f"could not lock {str(path)!r}: another process keeps taking it")
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def check_resumable(self, config: ml_collections.ConfigDict, corpus: Corpus) -> None:
+        """Refuses to resume with other data, model or optimizer settings, or another corpus."""
+        config_path, info = self.path / "config.json", self.read_run_info()
+        if config_path.exists():
+            saved = json.loads(config_path.read_text())
+            if differences := config_differences(saved, config.to_dict()):
+                raise CharLSTMError(
+                    f"run folder {str(self.path)!r} was trained with other settings: "
+                    f"{'; '.join(differences)}: pass the saved values or use a new --workdir"
+                )
+        if info and info[0]["corpus"]["sha256"] != corpus.sha256:
+            raise CharLSTMError(
+                f"the corpus {corpus.source!r} changed since run folder {str(self.path)!r} "
+                "started (SHA-256 differs): restore the file or use a new --workdir"
+            )
+
+    def write_setup(self, config: ml_collections.ConfigDict, corpus: Corpus, command: str) -> None:
+        """Writes config.json and vocab.json, and appends this start to run_info.jsonl."""
+        (self.path / "config.json").write_text(config_lib.to_json(config))
+        (self.path / "vocab.json").write_text(corpus.vocab.to_json() + "\n")
+        info = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command,
+            "corpus": {"path": corpus.source, "sha256": corpus.sha256, "bytes": corpus.n_bytes},
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "packages": {name: metadata.version(name) for name in PACKAGES},
+            "devices": [str(device) for device in jax.devices()],
+        }
+        self._append("run_info.jsonl", info)
+
+    def read_run_info(self) -> list[dict]:
+        return self._read_jsonl("run_info.jsonl")
+
+    def read_metrics(self) -> list[dict]:
+        return self._read_jsonl("metrics.jsonl")
+
+    def keep_metrics_through(self, epoch: int) -> None:
+        """Drops metric lines of epochs after `epoch` (written just before a crash lost them)."""
+        kept = [m for m in self.read_metrics() if m["epoch"] <= epoch]
+        (self.path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+    def append_metrics(self, metrics: dict) -> None:
+        self._append("metrics.jsonl", metrics)
+
+    def append_samples(self, text: str) -> None:
+        with open(self.path / "samples.txt", "a") as f:
+            f.write(text)
+
+    def _append(self, name: str, record: dict) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _read_jsonl(self, name: str) -> list[dict]:
+        path = self.path / name
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -1,0 +1,121 @@
+"""Run folder guards: the lock, the resume-compatibility check, and bad input changing nothing."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from charlstm import CharLSTMError
+from charlstm.run_folder import RunFolder, config_differences
+from charlstm.train import train_and_evaluate
+from tests.conftest import run_script
+
+
+@pytest.fixture
+def trained(tiny_config, tmp_path):
+    """A finished one-epoch tiny run and its config."""
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, tmp_path / "run")
+    return tmp_path / "run", tiny_config
+
+
+def snapshot(folder) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_live_lock_holder_is_refused_and_named(trained):
+    workdir, config = trained
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (workdir / ".lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        with pytest.raises(CharLSTMError, match=f"in use by process {holder.pid}"):
+            train_and_evaluate(config, workdir)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_is_cleared(trained, capsys):
+    workdir, config = trained
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (workdir / ".lock").write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
+    config.train.epochs = 2
+    metrics = train_and_evaluate(config, workdir)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert "stale lock" in capsys.readouterr().out
+    assert not (workdir / ".lock").exists()
+
+
+def test_resuming_with_other_settings_lists_the_fields(trained):
+    workdir, config = trained
+    before = snapshot(workdir)
+    config.model.units = 48
+    config.train.learning_rate = 0.5
+    config.train.epochs = 3  # May grow.
+    config.sample.temperatures = (1.0,)  # May change.
+    with pytest.raises(CharLSTMError) as error:
+        train_and_evaluate(config, workdir)
+    message = str(error.value)
+    assert "model.units (saved 32, now 48)" in message and "train.learning_rate (saved 0.01, now 0.5)" in message
+    assert "epochs" not in message and "temperatures" not in message
+    assert snapshot(workdir) == before
+
+
+def test_config_differences_ignore_only_resumable_fields():
+    saved = {"seed": 0, "train": {"epochs": 2, "batch_size": 8}, "sample": {"length": 5}}
+    now = {"seed": 1, "train": {"epochs": 9, "batch_size": 8}, "sample": {"length": 50}}
+    assert config_differences(saved, now) == ["seed (saved 0, now 1)"]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("model.units", 0), ("model.num_layers", 0), ("data.seq_length", 0), ("train.batch_size", 0),
+    ("train.epochs", 0), ("train.learning_rate", -1.0), ("data.val_fraction", 1.5),
+    ("sample.temperatures", (-0.1,)), ("sample.top_p", 0.0),
+])
+def test_invalid_config_changes_nothing_in_an_existing_run(trained, field, value):
+    workdir, config = trained
+    before = snapshot(workdir)
+    section, name = field.split(".")
+    config[section][name] = value
+    with pytest.raises(CharLSTMError, match=field):
+        train_and_evaluate(config, workdir)
+    assert snapshot(workdir) == before
+
+
+CORPORA = {
+    "missing": (None, "does not exist"),
+    "directory": ("DIR", "is a directory"),
+    "empty": (b"", "is empty"),
+    "short": (b"too short to hold a single window of twenty characters", "seq_length"),
+    "nul bytes": (b"text\x00with a NUL byte" * 200, "NUL"),
+    "not utf-8": (bytes(range(128, 256)) * 100, "undecodable"),
+}
+
+
+@pytest.mark.parametrize("case", CORPORA)
+def test_bad_corpus_is_one_line_exit_2_and_changes_nothing(trained, tmp_path, case):
+    workdir, _ = trained
+    content, words = CORPORA[case]
+    path = tmp_path / "corpus.txt"
+    if content == "DIR":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    before = snapshot(workdir)
+    result = run_script(
+        "train.py", "--config", "configs/tiny.py", "--workdir", str(workdir), f"--config.data.path={path}"
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
+    assert snapshot(workdir) == before
+
+
+def test_run_info_records_what_repeats_the_run(trained):
+    workdir, _ = trained
+    (info,) = RunFolder(workdir).read_run_info()
+    assert len(info["corpus"]["sha256"]) == 64 and info["corpus"]["bytes"] > 0
+    assert {"jax", "flax", "optax", "orbax-checkpoint"} <= set(info["packages"])
+    assert info["devices"] and "python" in info and "command" in info
