@@ -42,6 +42,13 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     ]
 
 
+def format_samples(record: dict) -> str:
+    """An epoch's samples record as text: the prompt, then one block per temperature."""
+    lines = [f"--- prompt: {record['prompt']!r}"]
+    lines += [f"--- temperature {s['temperature']}:\n{s['text']}" for s in record["samples"]]
+    return "\n".join(lines) + "\n"
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -134,9 +141,14 @@ class RunFolder:
     def append_metrics(self, metrics: dict) -> None:
         self._append("metrics.jsonl", metrics)
 
-    def append_samples(self, text: str) -> None:
+    def append_samples(self, record: dict) -> None:
+        """Appends an epoch's samples to samples.txt (to read) and samples.jsonl (to process)."""
         with open(self.path / "samples.txt", "a") as f:
-            f.write(text)
+            f.write(f"=== epoch {record['epoch']}\n{format_samples(record)}\n")
+        self._append("samples.jsonl", record)
+
+    def read_samples(self) -> list[dict]:
+        return self._read_jsonl("samples.jsonl")
 
     def _append(self, name: str, record: dict) -> None:
         with open(self.path / name, "a") as f:

@@ -25,7 +25,7 @@ from charlstm import data, evaluate, sampling
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import CharLSTMError, TrainingDiverged, TrainingInterrupted
 from charlstm.model import CharLSTM
-from charlstm.run_folder import RunFolder
+from charlstm.run_folder import RunFolder, format_samples
 
 
 def create_model(config: ml_collections.ConfigDict, vocab_size: int) -> CharLSTM:
@@ -108,8 +108,8 @@ def check_finite(loss: float, step: int, checkpoints: Checkpoints) -> None:
         )
 
 
-def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> str:
-    """Text from a random validation prompt at each configured temperature."""
+def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> dict:
+    """Text from a random validation prompt at each configured temperature, as a samples record."""
     seq_length, vocab = config.data.seq_length, corpus.vocab
     rng = np.random.default_rng([config.seed, epoch])
     start = int(rng.integers(len(corpus.val_ids) - seq_length + 1))
@@ -120,10 +120,12 @@ def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> 
         graphdef, params, jnp.asarray(prompt), temperatures, keys, config.sample.length,
         config.sample.top_k, config.sample.top_p,
     )
-    lines = [f"--- prompt: {vocab.decode(prompt)!r}"]
-    for temperature, row in zip(config.sample.temperatures, np.asarray(ids)):
-        lines.append(f"--- temperature {temperature}:\n{vocab.decode(row)}")
-    return "\n".join(lines) + "\n"
+    texts = [vocab.decode(row) for row in np.asarray(ids)]
+    return {
+        "epoch": epoch,
+        "prompt": vocab.decode(prompt),
+        "samples": [{"temperature": t, "text": x} for t, x in zip(config.sample.temperatures, texts)],
+    }
 
 
 def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config, stop: dict, checkpoints):
@@ -243,10 +245,11 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
         print(
             f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}  "
             f"val_loss {metrics['val_loss']:.4f}  val_bpc {metrics['val_bpc']:.4f}  "
-            f"{metrics['seconds']:.1f}s  {metrics['chars_per_second']:,.0f} chars/s\n{samples}"
+            f"{metrics['seconds']:.1f}s  {metrics['chars_per_second']:,.0f} chars/s\n"
+            f"{format_samples(samples)}"
         )
         run.append_metrics(metrics)
-        run.append_samples(f"=== epoch {metrics['epoch']} (step {metrics['step']})\n{samples}\n")
+        run.append_samples(samples)
         state = {**initial_state(state["params"], tx), "opt_state": state["opt_state"],
                  "step": state["step"], "epoch": metrics["epoch"]}
         checkpoints.save(state["step"], state, {**meta, **metrics}, metrics["val_loss"])

@@ -10,7 +10,7 @@ from charlstm.checkpoints import Checkpoints
 from charlstm.model import CharLSTM
 from charlstm.train import split_model, train_and_evaluate, train_step
 
-RUN_FILES = {"config.json", "vocab.json", "metrics.jsonl", "samples.txt", "checkpoints"}
+RUN_FILES = {"config.json", "vocab.json", "metrics.jsonl", "samples.txt", "samples.jsonl", "run_info.jsonl", "checkpoints"}
 METRIC_FIELDS = {"epoch", "step", "train_loss", "val_loss", "val_bpc", "seconds", "chars_per_second"}
 
 
