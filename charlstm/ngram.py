@@ -83,7 +83,7 @@ class KneserNey:
                 counts = np.bincount(grams[k][0] // self.vocab_size, minlength=len(keys))
             # The prefix (k-1)-gram of each k-gram, read at one place where it occurs.
             first = np.zeros(len(keys), np.int64)
-            first[by_start[::-1]] = np.arange(len(by_start))[::-1]
+            first[by_start] = np.arange(len(by_start))
             context = grams[k - 2][1][first] if k > 1 else np.zeros(len(keys), np.int64)
             n_contexts = len(grams[k - 2][0]) if k > 1 else 1
             counts = counts.astype(np.float64)
@@ -91,7 +91,7 @@ class KneserNey:
                 keys=keys,
                 counts=counts,
                 context_total=np.bincount(context, weights=counts, minlength=n_contexts),
-                context_types=np.bincount(context, weights=counts > 0, minlength=n_contexts),
+                context_types=np.bincount(context, weights=(counts > 0).astype(np.float64), minlength=n_contexts),
                 discount=discount(counts[counts > 0]),
             ))
         return levels
@@ -122,9 +122,8 @@ class KneserNey:
 
         A context shorter than N-1 uses the orders it allows; the result still sums to 1.
         """
-        context = np.asarray(context_ids, np.int64)[len(context_ids) - self.order + 1 :]
-        if self.order == 1:
-            context = context[:0]
+        context = np.asarray(context_ids, np.int64)
+        context = context[max(len(context) - self.order + 1, 0) :]
         windows = np.concatenate(
             [np.broadcast_to(context, (self.vocab_size, len(context))), np.arange(self.vocab_size)[:, None]], axis=1
         )

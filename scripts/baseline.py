@@ -1,0 +1,77 @@
+"""Kneser-Ney n-gram baselines on a run's own corpus and split: the val_bpc a neural model must beat.
+
+    python scripts/baseline.py --config configs/obama.py
+    python scripts/baseline.py --config configs/obama.py --orders=3,5,10 --json
+
+val_loss is defined as for the model (charlstm.evaluate): every validation character at position
+>= data.seq_length, predicted from the characters before it (an n-gram reads only the last order-1).
+"""
+
+import json
+import math
+import time
+
+from absl import flags
+from ml_collections import config_flags
+
+from charlstm import cli
+from charlstm.data import load_corpus
+from charlstm.errors import CharLSTMError
+from charlstm.ngram import KneserNey
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/obama.py.")
+_ORDERS = flags.DEFINE_string("orders", "1,2,3,4,5,6,7,8,9,10,11,12", "Comma-separated n-gram orders to fit.")
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+flags.mark_flags_as_required(["config"])
+
+
+def parse_orders(text: str, seq_length: int) -> list[int]:
+    """The orders in `text`, each checked: an integer >= 1 whose context fits in seq_length."""
+    try:
+        orders = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise CharLSTMError(
+            f"--orders={text!r} is invalid: give comma-separated integers, e.g. --orders=1,3,5"
+        ) from None
+    for order in orders:
+        if order < 1:
+            raise CharLSTMError(f"--orders contains {order}: every order must be >= 1")
+        if order - 1 > seq_length:
+            raise CharLSTMError(
+                f"--orders contains {order}, which needs {order - 1} characters of context: use orders "
+                f"<= data.seq_length + 1 = {seq_length + 1}, or raise --config.data.seq_length"
+            )
+    return list(dict.fromkeys(orders))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise CharLSTMError(f"unexpected arguments {argv[1:]}: pass settings as --config.FIELD=VALUE")
+    data = _CONFIG.value.data
+    orders = parse_orders(_ORDERS.value, data.seq_length)
+    corpus = load_corpus(data)
+    results = []
+    for order in orders:
+        start = time.perf_counter()
+        model = KneserNey(corpus.train_ids, order, corpus.vocab.size)
+        val_loss = float(model.per_char_nll(corpus.val_ids, data.seq_length).mean(dtype="float64"))
+        seconds = time.perf_counter() - start
+        results.append({"order": order, "val_loss": val_loss, "val_bpc": val_loss / math.log(2), "seconds": seconds})
+    best = min(results, key=lambda r: r["val_loss"])
+    if _JSON.value:
+        print(json.dumps({
+            "corpus": corpus.source, "train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids),
+            "vocab_size": corpus.vocab.size, "seq_length": data.seq_length, "results": results,
+            "best": {"order": best["order"], "val_bpc": best["val_bpc"]},
+        }))
+        return
+    print(f"Kneser-Ney baselines on {corpus.source}: {len(corpus.train_ids)} train, "
+          f"{len(corpus.val_ids)} val chars, V={corpus.vocab.size}, seq_length={data.seq_length}")
+    print(f"{'order':>5}  {'val_loss':>8}  {'val_bpc':>7}  {'seconds':>7}")
+    for r in results:
+        print(f"{r['order']:>5}  {r['val_loss']:>8.4f}  {r['val_bpc']:>7.4f}  {r['seconds']:>7.2f}")
+    print(f"best: order {best['order']}, val_bpc {best['val_bpc']:.4f}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,90 @@
+import math
+
+import numpy as np
+import pytest
+
+from charlstm import CharLSTMError
+from charlstm.data import Vocab
+from charlstm.ngram import KneserNey
+from tests.conftest import run_script
+
+TEXT = "abracadabra"
+VOCAB = Vocab.from_text(TEXT)  # "abcdr"
+IDS = VOCAB.encode(TEXT)
+
+
+def random_text_ids(n: int, vocab_size: int, seed: int = 0) -> np.ndarray:
+    """Ids from a sticky random walk, so that longer contexts carry information."""
+    rng = np.random.default_rng(seed)
+    steps = rng.choice([0, 1, 1, 2, 5], size=n)
+    return (np.cumsum(steps) % vocab_size).astype(np.int32)
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 5, 8])
+def test_the_distribution_sums_to_one_for_seen_and_unseen_contexts(order):
+    vocab_size = 9  # Ids 7 and 8 never occur in training.
+    train = random_text_ids(2000, 7)
+    model = KneserNey(train, order, vocab_size)
+    contexts = [train[100:120], train[:3], [], [8, 8, 8, 8, 8, 8, 8, 8], [0, 7, 1, 8, 2, 3, 4, 5, 6]]
+    for context in contexts:
+        table = model.prob_table(context)
+        assert table.shape == (vocab_size,)
+        assert math.isclose(table.sum(), 1.0, rel_tol=1e-12)
+        assert np.all(table > 0)
+
+
+def test_order_2_matches_a_hand_computation_on_abracadabra():
+    a, b, r = (VOCAB.chars.index(c) for c in "abr")
+    model = KneserNey(IDS, 2, VOCAB.size)
+    # Bigrams: ab 2, br 2, ra 2, ac 1, ca 1, ad 1, da 1 -> n1=4, n2=3, D2 = 4 / (4 + 2*3).
+    d2 = 4 / 10
+    # Continuation counts (distinct left neighbours): a 3 (r, c, d), b/c/d/r 1 each; total 7.
+    # n1=4, n2=0 -> D1 = 4 / 4 = 1; unigram = max(N1+ - D1, 0)/7 + D1 * 5 types/7 * 1/V.
+    d1 = 1.0
+    unigram_a = (3 - d1) / 7 + d1 * 5 / 7 / 5
+    unigram_b = 0 + d1 * 5 / 7 / 5
+    # Context a: c(a.) = 4 (ab 2, ac, ad) over 3 types; context r: c(r.) = 2 (ra 2), 1 type.
+    p_b_after_a = (2 - d2) / 4 + d2 * 3 / 4 * unigram_b
+    p_a_after_a = 0 + d2 * 3 / 4 * unigram_a
+    p_a_after_r = (2 - d2) / 2 + d2 * 1 / 2 * unigram_a
+    assert [level.discount for level in model.levels] == pytest.approx([d1, d2])
+    assert model.prob_table([a])[b] == pytest.approx(p_b_after_a)  # 0.442857...
+    assert model.prob_table([a])[a] == pytest.approx(p_a_after_a)
+    assert model.prob_table([b, r])[a] == pytest.approx(p_a_after_r)  # Only the last char counts.
+
+
+@pytest.mark.parametrize("order, seq_length", [(1, 0), (3, 2), (4, 6)])
+def test_per_char_nll_is_minus_log_of_the_prob_table(order, seq_length):
+    train = random_text_ids(500, 6, seed=1)
+    ids = random_text_ids(40, 6, seed=2)
+    model = KneserNey(train, order, 6)
+    expected = [-math.log(model.prob_table(ids[i - seq_length : i])[ids[i]]) for i in range(seq_length, len(ids))]
+    np.testing.assert_allclose(model.per_char_nll(ids, seq_length), expected, rtol=1e-12)
+
+
+def test_per_char_nll_refuses_an_order_longer_than_the_context():
+    with pytest.raises(CharLSTMError, match="seq_length"):
+        KneserNey(IDS, 5, VOCAB.size).per_char_nll(IDS, 3)
+
+
+def test_higher_orders_fit_the_training_text_better():
+    train = random_text_ids(3000, 8)
+    nll = [KneserNey(train, order, 8).per_char_nll(train, 5).mean() for order in (1, 2, 4, 6)]
+    assert all(later < earlier for earlier, later in zip(nll, nll[1:])), nll
+
+
+def baseline(data_dir, *args):
+    return run_script("baseline.py", "--config", "configs/tiny.py", f"--config.data.dir={data_dir}", *args)
+
+
+def test_baseline_script_prints_the_best_order(data_dir):
+    result = baseline(data_dir, "--orders=1,3")
+    assert result.returncode == 0, result.stderr
+    assert "best: order 3, val_bpc" in result.stdout
+
+
+def test_baseline_script_rejects_order_zero_in_one_line(data_dir):
+    result = baseline(data_dir, "--orders=0")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--orders" in lines[0], result.stderr
