@@ -45,6 +45,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("train.schedule", config.train.schedule, "'constant' or 'cosine'")
     if config.train.warmup_steps < 0:
         _fail("train.warmup_steps", config.train.warmup_steps, ">= 0")
+    if config.model.cell not in ("lstm", "gru", "rnn"):
+        _fail("model.cell", config.model.cell, "'lstm', 'gru' or 'rnn'")
+    for field in ("model.dropout", "model.weight_dropout"):
+        if not 0 <= _get(config, field) < 1:
+            _fail(field, _get(config, field), "in [0, 1)")
+    for field in ("model.embed_dim", "train.clip_norm", "train.weight_decay", "train.patience"):
+        if _get(config, field) < 0:
+            _fail(field, _get(config, field), ">= 0 (0 = off)")
+    if config.train.stateful and config.train.objective != "all":
+        _fail("train.stateful", True, "False with train.objective='last' (stateful needs 'all')")
     if config.train.objective not in ("all", "last"):
         _fail("train.objective", config.train.objective, "'all' or 'last'")
     temperatures = config.sample.temperatures

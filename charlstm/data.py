@@ -179,6 +179,25 @@ def epoch_window_starts(
     return starts[: steps * batch_size].reshape(steps, batch_size)
 
 
+def stream_window_starts(n_chars: int, seq_length: int, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Window starts `[steps, batch]` for stateful training: column b walks stream b in order.
+
+    The text (from a random offset) is cut into `batch_size` contiguous streams;
+    step k takes the k-th window of every stream, so the state a window ends
+    with is the right start for the next window of the same column.
+    """
+    offset = int(rng.integers(seq_length))
+    stream_length = (n_chars - 1 - offset) // batch_size
+    steps = (stream_length - 1) // seq_length
+    if steps == 0:
+        raise CharLSTMError(
+            f"streams of {stream_length} characters are shorter than seq_length+1: "
+            "use a smaller train.batch_size or a longer text"
+        )
+    streams = offset + stream_length * np.arange(batch_size)
+    return (streams[None, :] + seq_length * np.arange(steps)[:, None]).astype(np.int32)
+
+
 def steps_per_epoch(n_chars: int, seq_length: int, batch_size: int, objective: str) -> int:
     """Steps in an epoch of `epoch_window_starts` at offset 0, the most an epoch has."""
     windows = (n_chars - 1) // seq_length if objective == "all" else n_chars - seq_length

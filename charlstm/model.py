@@ -1,61 +1,103 @@
-"""CharLSTM: stacked LSTM layers over character ids and a Dense head giving logits.
+"""CharLSTM: stacked recurrent layers (LSTM, GRU or plain RNN) over character ids and a Dense head.
 
 The first layer's input kernel is indexed by character id, which equals a
-one-hot input times that kernel without building one-hot tensors. The input
-projection of a whole sequence is computed before the time scan, so each
-scan step is one `[batch, units] @ [units, 4*units]` matmul.
+one-hot input times that kernel without building one-hot tensors (or, with
+`embed_dim`, a learned embedding feeds it). The input projection of a whole
+sequence is computed before the time scan, so each scan step is one
+`[batch, units] @ [units, gates*units]` matmul.
+
+Dropout is variational (one mask per sequence, shared over time) on each
+layer's output, and DropConnect on the recurrent kernel (`weight_dropout`,
+one mask per batch); both act only when a dropout key is given, i.e. in
+training, never in evaluation or sampling.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# One (h, c) pair per layer, each [batch, units].
-State = tuple[tuple[jax.Array, jax.Array], ...]
+# Per layer: (h, c) for an LSTM, (h,) for a GRU or RNN; each [batch, units].
+Carry = tuple[jax.Array, ...]
+State = tuple[Carry, ...]
 
 
-def lstm_cell(
-    recurrent_kernel: jax.Array, carry: tuple[jax.Array, jax.Array], x_proj: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """One LSTM step; `x_proj` `[batch, 4*units]` is the input projection plus bias."""
+def lstm_cell(recurrent_kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> Carry:
+    """One LSTM step, gates (input, forget, cell, output); `x_proj` `[batch, 4*units]` includes the bias.
+
+    sigmoid(x) = (1 + tanh(x / 2)) / 2, so one tanh over all four gates (scaled
+    by 0.5 for the sigmoid ones) gives every gate; on CPU that is about twice as
+    fast as separate sigmoid and tanh calls, and equal in value.
+    """
     h, c = carry
-    units = h.shape[-1]
-    # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh over all four gates is about
-    # twice as fast on CPU as separate sigmoid and tanh calls, and equal in value.
-    half = jnp.full(units, 0.5)
-    scale = jnp.concatenate([half, half, jnp.ones(units), half])
-    i, f, g, o = jnp.split(jnp.tanh((x_proj + h @ recurrent_kernel) * scale), 4, axis=-1)
+    half, one = jnp.full(h.shape[-1], 0.5), jnp.ones(h.shape[-1])
+    t = jnp.tanh((x_proj + h @ recurrent_kernel) * jnp.concatenate([half, half, one, half]))
+    i, f, g, o = jnp.split(t, 4, axis=-1)
     c = (0.5 + 0.5 * f) * c + (0.5 + 0.5 * i) * g
     h = (0.5 + 0.5 * o) * jnp.tanh(c)
     return h, c
 
 
-def lstm_scan(
-    recurrent_kernel: jax.Array, carry: tuple[jax.Array, jax.Array], x_proj: jax.Array
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Runs the cell over time: `x_proj` `[batch, time, 4*units]` -> hs `[batch, time, units]`."""
+def gru_cell(recurrent_kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> Carry:
+    """One GRU step, gates (reset, update, candidate), reset applied after the recurrent matmul."""
+    (h,) = carry
+    x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(h @ recurrent_kernel, 3, axis=-1)
+    r, z = jnp.split(jax.nn.sigmoid(jnp.concatenate([x_r + h_r, x_z + h_z], -1)), 2, -1)
+    n = jnp.tanh(x_n + r * h_n)
+    return ((1 - z) * n + z * h,)
+
+
+def rnn_cell(recurrent_kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> Carry:
+    """One Elman RNN step: h = tanh(x W + h U + b)."""
+    (h,) = carry
+    return (jnp.tanh(x_proj + h @ recurrent_kernel),)
+
+
+# Cell name -> (gates per unit, step function, carry size).
+CELLS = {"lstm": (4, lstm_cell, 2), "gru": (3, gru_cell, 1), "rnn": (1, rnn_cell, 1)}
+
+
+def scan_cell(cell, recurrent_kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> tuple[jax.Array, Carry]:
+    """Runs `cell` over time: `x_proj` `[batch, time, gates*units]` -> hs `[batch, time, units]`."""
 
     def step(carry, x_t):
-        carry = lstm_cell(recurrent_kernel, carry, x_t)
+        carry = cell(recurrent_kernel, carry, x_t)
         return carry, carry[0]
 
     carry, hs = jax.lax.scan(step, carry, jnp.swapaxes(x_proj, 0, 1))
     return jnp.swapaxes(hs, 0, 1), carry
 
 
-class LSTMLayer(nnx.Module):
-    """One LSTM layer with fused gates in the order (input, forget, cell, output)."""
+lstm_scan = functools.partial(scan_cell, lstm_cell)
 
-    def __init__(self, in_features: int, units: int, *, rngs: nnx.Rngs):
-        self.units = units
+
+def dropout(key: jax.Array, x: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
+    """Inverted dropout with a mask of `shape` broadcast over `x`."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+class RecurrentLayer(nnx.Module):
+    """One recurrent layer with fused gates: input kernel, recurrent kernel, bias."""
+
+    def __init__(self, cell: str, in_features: int, units: int, *, rngs: nnx.Rngs):
+        gates, _, _ = CELLS[cell]
+        self.cell, self.units = cell, units
         self.input_kernel = nnx.Param(
-            nnx.initializers.glorot_uniform()(rngs.params(), (in_features, 4 * units))
+            nnx.initializers.glorot_uniform()(rngs.params(), (in_features, gates * units))
         )
         self.recurrent_kernel = nnx.Param(
-            nnx.initializers.orthogonal()(rngs.params(), (units, 4 * units))
+            nnx.initializers.orthogonal()(rngs.params(), (units, gates * units))
         )
-        # Forget-gate bias 1: the cell remembers by default early in training.
-        self.bias = nnx.Param(jnp.zeros(4 * units).at[units : 2 * units].set(1.0))
+        bias = jnp.zeros(gates * units)
+        if cell == "lstm":  # Forget-gate bias 1: the cell remembers by default early in training.
+            bias = bias.at[units : 2 * units].set(1.0)
+        self.bias = nnx.Param(bias)
+
+    def initial_carry(self, batch_size: int) -> Carry:
+        return (jnp.zeros((batch_size, self.units)),) * CELLS[self.cell][2]
 
     def project(self, x: jax.Array) -> jax.Array:
         """Input projection plus bias: ids `[batch, time]` or features `[batch, time, in]`."""
@@ -63,33 +105,62 @@ class LSTMLayer(nnx.Module):
             return self.input_kernel[...][x] + self.bias[...]
         return x @ self.input_kernel[...] + self.bias[...]
 
-    def __call__(self, x: jax.Array, carry: tuple[jax.Array, jax.Array]):
-        return lstm_scan(self.recurrent_kernel[...], carry, self.project(x))
+    def __call__(self, x: jax.Array, carry: Carry, recurrent_kernel: jax.Array | None = None):
+        """hs `[batch, time, units]` and the final carry; `recurrent_kernel` overrides (DropConnect)."""
+        kernel = self.recurrent_kernel[...] if recurrent_kernel is None else recurrent_kernel
+        if self.cell == "lstm":
+            return lstm_scan(kernel, carry, self.project(x))
+        return scan_cell(CELLS[self.cell][1], kernel, carry, self.project(x))
 
 
 class CharLSTM(nnx.Module):
     """Next-character model: ids `[batch, time]` -> logits `[batch, time, vocab]`."""
 
-    def __init__(self, vocab_size: int, units: int, num_layers: int, *, rngs: nnx.Rngs):
-        self.units = units
+    def __init__(
+        self,
+        vocab_size: int,
+        units: int,
+        num_layers: int,
+        *,
+        cell: str = "lstm",
+        embed_dim: int = 0,
+        dropout: float = 0.0,
+        weight_dropout: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
+        self.dropout, self.weight_dropout = dropout, weight_dropout
+        self.embed = nnx.Embed(vocab_size, embed_dim, rngs=rngs) if embed_dim else None
+        first_in = embed_dim or vocab_size
         self.layers = nnx.List(
-            [LSTMLayer(vocab_size if i == 0 else units, units, rngs=rngs) for i in range(num_layers)]
+            [RecurrentLayer(cell, first_in if i == 0 else units, units, rngs=rngs) for i in range(num_layers)]
         )
         self.head = nnx.Linear(units, vocab_size, rngs=rngs)
 
     def initial_state(self, batch_size: int) -> State:
-        zeros = jnp.zeros((batch_size, self.units))
-        return tuple((zeros, zeros) for _ in self.layers)
+        return tuple(layer.initial_carry(batch_size) for layer in self.layers)
 
-    def features(self, ids: jax.Array, state: State | None = None) -> tuple[jax.Array, State]:
-        """Top-layer hidden states `[batch, time, units]` and the final state."""
+    def features(
+        self, ids: jax.Array, state: State | None = None, dropout_key: jax.Array | None = None
+    ) -> tuple[jax.Array, State]:
+        """Top-layer outputs `[batch, time, units]` (dropped out when training) and the final state."""
         state = self.initial_state(ids.shape[0]) if state is None else state
-        x, new_state = ids, []
-        for layer, carry in zip(self.layers, state):
-            x, carry = layer(x, carry)
+        x = ids if self.embed is None else self.embed(ids)
+        training = dropout_key is not None
+        keys = jax.random.split(dropout_key, 2 * len(self.layers)) if training else [None] * (2 * len(self.layers))
+        new_state = []
+        for i, (layer, carry) in enumerate(zip(self.layers, state)):
+            kernel = None
+            if training and self.weight_dropout:
+                w = layer.recurrent_kernel[...]
+                kernel = dropout(keys[2 * i], w, self.weight_dropout, w.shape)
+            x, carry = layer(x, carry, kernel)
+            if training and self.dropout:
+                x = dropout(keys[2 * i + 1], x, self.dropout, (x.shape[0], 1, x.shape[2]))
             new_state.append(carry)
         return x, tuple(new_state)
 
-    def __call__(self, ids: jax.Array, state: State | None = None) -> tuple[jax.Array, State]:
-        hs, state = self.features(ids, state)
+    def __call__(
+        self, ids: jax.Array, state: State | None = None, dropout_key: jax.Array | None = None
+    ) -> tuple[jax.Array, State]:
+        hs, state = self.features(ids, state, dropout_key)
         return self.head(hs), state

@@ -28,9 +28,15 @@ from charlstm.model import CharLSTM
 from charlstm.run_folder import RunFolder, format_samples
 
 
+# Independent random streams derived from config.seed.
+DROPOUT_STREAM, SAMPLE_STREAM = 1, 2
+
+
 def create_model(config: ml_collections.ConfigDict, vocab_size: int) -> CharLSTM:
+    m = config.model
     return CharLSTM(
-        vocab_size, config.model.units, config.model.num_layers, rngs=nnx.Rngs(config.seed)
+        vocab_size, m.units, m.num_layers, cell=m.cell, embed_dim=m.embed_dim,
+        dropout=m.dropout, weight_dropout=m.weight_dropout, rngs=nnx.Rngs(config.seed),
     )
 
 
@@ -41,44 +47,50 @@ def split_model(model: CharLSTM) -> tuple[nnx.GraphDef, dict]:
 
 
 def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """Adam with the configured schedule over `total_steps`, after optional linear warm-up."""
+    """AdamW (Adam when weight_decay is 0) with the configured schedule over `total_steps`,
+    after optional linear warm-up, on gradients clipped to a global norm (0 = no clipping)."""
     peak, warmup = train.learning_rate, train.warmup_steps
     if train.schedule == "cosine":
-        decay = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
+        schedule = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
     else:
-        decay = optax.constant_schedule(peak)
-    if warmup == 0:
-        return optax.adam(decay)
-    ramp = optax.linear_schedule(0.0, peak, warmup)
-    return optax.adam(optax.join_schedules([ramp, decay], [warmup]))
+        schedule = optax.constant_schedule(peak)
+    if warmup:
+        schedule = optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), schedule], [warmup])
+    adam = optax.adamw(schedule, weight_decay=train.weight_decay) if train.weight_decay else optax.adam(schedule)
+    return optax.chain(optax.clip_by_global_norm(train.clip_norm), adam) if train.clip_norm else adam
 
 
-def loss_fn(graphdef: nnx.GraphDef, params, windows: jax.Array, objective: str) -> jax.Array:
-    """Mean cross-entropy in nats over windows `[batch, seq_length + 1]`."""
+def loss_fn(graphdef: nnx.GraphDef, params, windows: jax.Array, objective: str, dropout_key, carry):
+    """Mean cross-entropy in nats over windows `[batch, seq_length + 1]`, and the final state.
+
+    `carry` is the state to start from (stateful training) or None (zeros);
+    `dropout_key` None turns dropout off.
+    """
     model = nnx.merge(graphdef, params)
-    inputs = windows[:, :-1]
+    hs, carry = model.features(windows[:, :-1], carry, dropout_key)
     if objective == "all":
-        logits, _ = model(inputs)
-        targets = windows[:, 1:]
+        logits, targets = model.head(hs), windows[:, 1:]
     else:
-        hs, _ = model.features(inputs)
         logits, targets = model.head(hs[:, -1]), windows[:, -1]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean(), carry
 
 
 @functools.partial(
     jax.jit, static_argnames=("graphdef", "tx", "seq_length", "objective"), donate_argnums=(1, 2)
 )
-def train_step(graphdef, params, opt_state, loss_sum, ids, starts, *, tx, seq_length, objective):
+def train_step(graphdef, params, opt_state, loss_sum, ids, starts, step, key, carry, *, tx, seq_length, objective):
     """One optimizer step on the windows starting at `starts` `[batch]`.
 
-    Returns params, opt_state, the epoch's running loss sum and this step's loss;
-    the sum stays on device, so the loop never waits for the host.
+    Dropout draws from fold_in(key, step), so no RNG state needs saving.
+    Returns params, opt_state, the epoch's running loss sum (kept on device, so
+    the loop never waits for the host), this step's loss and the final state.
     """
     windows = data.gather_windows(ids, starts, seq_length + 1)
-    loss, grads = jax.value_and_grad(loss_fn, argnums=1)(graphdef, params, windows, objective)
+    grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
+    (loss, carry), grads = grad_fn(graphdef, params, windows, objective, jax.random.fold_in(key, step), carry)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss_sum + loss, loss
+    carry = jax.lax.stop_gradient(carry)  # Truncated backpropagation through time.
+    return optax.apply_updates(params, updates), opt_state, loss_sum + loss, loss, carry
 
 
 @contextlib.contextmanager
@@ -115,7 +127,8 @@ def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> 
     start = int(rng.integers(len(corpus.val_ids) - seq_length + 1))
     prompt = corpus.val_ids[start : start + seq_length]
     temperatures = jnp.asarray(config.sample.temperatures, jnp.float32)
-    keys = jnp.stack([jax.random.fold_in(jax.random.key(config.seed), epoch)] * len(temperatures))
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), SAMPLE_STREAM), epoch)
+    keys = jnp.stack([key] * len(temperatures))
     ids = sampling.generate_ids(
         graphdef, params, jnp.asarray(prompt), temperatures, keys, config.sample.length,
         config.sample.top_k, config.sample.top_p,
@@ -134,12 +147,16 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
         train_step, graphdef, tx=tx, seq_length=config.data.seq_length, objective=config.train.objective
     )
     params, opt_state, loss_sum = state["params"], state["opt_state"], state["loss_sum"]
+    carry = state["carry"] if config.train.stateful else None
+    key = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
     first, began = state["epoch_step"], time.perf_counter()
     i = first
     desc = f"epoch {state['epoch'] + 1}/{config.train.epochs}"
     with tqdm(initial=first, total=len(starts), desc=desc, unit="step", leave=False, disable=None) as bar:
         while i < len(starts) and stop["signal"] is None:
-            params, opt_state, loss_sum, loss = step_fn(params, opt_state, loss_sum, train_ids, starts[i])
+            params, opt_state, loss_sum, loss, carry = step_fn(
+                params, opt_state, loss_sum, train_ids, starts[i], state["step"] + i - first, key, carry
+            )
             i += 1
             bar.update()
             if i % config.train.log_every_steps == 0:
@@ -150,6 +167,7 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
         "params": params,
         "opt_state": opt_state,
         "loss_sum": loss_sum,
+        "carry": state["carry"] if carry is None else carry,
         "step": state["step"] + i - first,
         "epoch_step": i,
         "epoch_seconds": state["epoch_seconds"] + time.perf_counter() - began,
@@ -173,8 +191,9 @@ def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus
     }
 
 
-def initial_state(params, tx) -> dict:
-    """Training state; `epoch` counts finished epochs, `epoch_step` steps into the next one."""
+def initial_state(params, tx, carry) -> dict:
+    """Training state; `epoch` counts finished epochs, `epoch_step` steps into the next one,
+    `carry` is the LSTM state between windows in stateful training (zeros otherwise)."""
     return {
         "params": params,
         "opt_state": tx.init(params),
@@ -182,8 +201,23 @@ def initial_state(params, tx) -> dict:
         "epoch": 0,
         "epoch_step": 0,
         "loss_sum": jnp.zeros((), jnp.float32),
+        "carry": carry,
         "epoch_seconds": 0.0,
     }
+
+
+def epochs_since_best(val_losses: list[float]) -> int:
+    """How many epochs have passed since the lowest validation loss."""
+    return len(val_losses) - 1 - int(np.argmin(val_losses))
+
+
+def window_starts(corpus: data.Corpus, config, epoch: int) -> np.ndarray:
+    """Window starts `[steps, batch]` of `epoch`: random windows, or streams when stateful."""
+    n, length, batch = len(corpus.train_ids), config.data.seq_length, config.train.batch_size
+    rng = np.random.default_rng([config.seed, epoch])
+    if config.train.stateful:
+        return data.stream_window_starts(n, length, batch, rng)
+    return data.epoch_window_starts(n, length, batch, config.train.objective, rng)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, command: str = "") -> list[dict]:
@@ -205,12 +239,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, c
 
 
 def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict) -> list[dict]:
-    graphdef, params = split_model(create_model(config, corpus.vocab.size))
+    model = create_model(config, corpus.vocab.size)
+    zero_carry = model.initial_state(config.train.batch_size)
+    graphdef, params = split_model(model)
     steps = data.steps_per_epoch(
         len(corpus.train_ids), config.data.seq_length, config.train.batch_size, config.train.objective
     )
     tx = make_optimizer(config.train, steps * config.train.epochs)
-    state = initial_state(params, tx)
+    state = initial_state(params, tx, zero_carry)
     checkpoints = Checkpoints(run.path)
     if (latest := checkpoints.latest_step()) is not None:
         run.check_resumable(config, corpus)
@@ -224,11 +260,7 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
     train_ids = jnp.asarray(corpus.train_ids)
     meta = {"vocab": corpus.vocab.chars, "config": config.to_dict()}
     while state["epoch"] < config.train.epochs:
-        rng = np.random.default_rng([config.seed, state["epoch"] + 1])
-        starts = data.epoch_window_starts(
-            len(corpus.train_ids), config.data.seq_length, config.train.batch_size,
-            config.train.objective, rng,
-        )
+        starts = window_starts(corpus, config, state["epoch"] + 1)
         state = train_epoch(state, starts, train_ids, graphdef, tx, config, stop, checkpoints)
         if state["epoch_step"] < len(starts):
             if state["step"] != checkpoints.latest_step():
@@ -250,7 +282,16 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
         )
         run.append_metrics(metrics)
         run.append_samples(samples)
-        state = {**initial_state(state["params"], tx), "opt_state": state["opt_state"],
+        state = {**initial_state(state["params"], tx, zero_carry), "opt_state": state["opt_state"],
                  "step": state["step"], "epoch": metrics["epoch"]}
         checkpoints.save(state["step"], state, {**meta, **metrics}, metrics["val_loss"])
+        if metrics["val_loss"] - metrics["train_loss"] > config.train.overfit_margin:
+            print(
+                f"warning: val_loss exceeds train_loss by {metrics['val_loss'] - metrics['train_loss']:.3f} "
+                f"nats (> train.overfit_margin={config.train.overfit_margin}): the model is overfitting"
+            )
+        waited = epochs_since_best([m["val_loss"] for m in run.read_metrics()])
+        if config.train.patience and waited >= config.train.patience:
+            print(f"early stopping: no better val_loss for {waited} epochs (train.patience={config.train.patience})")
+            break
     return run.read_metrics()

@@ -22,7 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.units = 128  # LSTM hidden units per layer.
-    config.model.num_layers = 1  # Stacked LSTM layers.
+    config.model.num_layers = 1  # Stacked recurrent layers.
+    config.model.cell = "lstm"  # Recurrent cell: 'lstm', 'gru' or 'rnn'.
+    config.model.embed_dim = 0  # Learned character embedding size; 0 = one-hot input.
+    config.model.dropout = 0.0  # Variational dropout on each layer's output (before the head); training only.
+    config.model.weight_dropout = 0.0  # DropConnect on recurrent kernels, one mask per batch; training only.
 
     config.train = ml_collections.ConfigDict()
     config.train.objective = "all"  # 'all': loss at every position; 'last': the lab's one target per window.
@@ -31,6 +35,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.learning_rate = 1e-2  # Adam's peak step size.
     config.train.schedule = "constant"  # "constant", or "cosine": decay to 0 over the run's steps.
     config.train.warmup_steps = 0  # Steps of linear warm-up from 0 to learning_rate.
+    config.train.clip_norm = 0.0  # Clip gradients to this global norm; 0 = no clipping.
+    config.train.weight_decay = 0.0  # Decoupled weight decay (AdamW) per step, times learning rate.
+    config.train.stateful = False  # Carry the LSTM state across consecutive windows (truncated BPTT).
+    config.train.patience = 0  # Stop after this many epochs without a better val_loss; 0 = never.
+    config.train.overfit_margin = 0.15  # Warn when val_loss exceeds train_loss by more (nats).
     config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
 
     config.eval = ml_collections.ConfigDict()

@@ -109,3 +109,13 @@ def test_a_few_undecodable_bytes_are_replaced_and_counted(tmp_path):
     raw = data.read_text(path)
     assert raw.replaced == 1 and raw.text.startswith("caf\ufffd ")
     assert raw.n_bytes == path.stat().st_size and len(raw.sha256) == 64
+
+
+def test_stream_windows_are_contiguous_across_steps():
+    n, seq_length, batch = 1003, 10, 4
+    starts = data.stream_window_starts(n, seq_length, batch, np.random.default_rng(5))
+    np.testing.assert_array_equal(np.diff(starts, axis=0), seq_length)  # Each column walks on.
+    stream_length = starts[0, 1] - starts[0, 0]
+    assert np.all(np.diff(starts[0]) == stream_length)  # Columns are disjoint streams.
+    assert starts[-1, -1] + seq_length + 1 <= n
+    assert starts[-1, 0] + seq_length + 1 <= starts[0, 1]  # No window crosses into the next stream.

@@ -3,7 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from charlstm.model import CharLSTM, lstm_cell
+import pytest
+
+from charlstm.model import CharLSTM, gru_cell, lstm_cell
 
 
 def test_output_shapes():
@@ -44,3 +46,43 @@ def test_forget_gate_bias_starts_at_one():
     model = CharLSTM(vocab_size=5, units=4, num_layers=1, rngs=nnx.Rngs(0))
     bias = np.asarray(model.layers[0].bias[...])
     np.testing.assert_array_equal(bias, [0] * 4 + [1] * 4 + [0] * 8)
+
+
+@pytest.mark.parametrize("cell, carry_size", [("lstm", 2), ("gru", 1), ("rnn", 1)])
+def test_every_cell_has_shapes_and_carries_state(cell, carry_size):
+    model = CharLSTM(vocab_size=9, units=12, num_layers=2, cell=cell, embed_dim=5, rngs=nnx.Rngs(0))
+    ids = jax.random.randint(jax.random.key(0), (2, 10), 0, 9)
+    whole, state = model(ids)
+    assert whole.shape == (2, 10, 9) and all(len(carry) == carry_size for carry in state)
+    first, state = model(ids[:, :4])
+    second, _ = model(ids[:, 4:], state)
+    np.testing.assert_allclose(jnp.concatenate([first, second], axis=1), whole, atol=1e-5)
+
+
+def test_gru_cell_equals_the_textbook_reset_after_gru():
+    units = 6
+    k1, k2, k3 = jax.random.split(jax.random.key(2), 3)
+    kernel = jax.random.normal(k1, (units, 3 * units))
+    h = jax.random.normal(k2, (4, units))
+    x_proj = jax.random.normal(k3, (4, 3 * units))
+    x_r, x_z, x_n = jnp.split(x_proj, 3, -1)
+    u_r, u_z, u_n = jnp.split(kernel, 3, -1)
+    r = jax.nn.sigmoid(x_r + h @ u_r)
+    z = jax.nn.sigmoid(x_z + h @ u_z)
+    n = jnp.tanh(x_n + r * (h @ u_n))
+    (h_new,) = gru_cell(kernel, (h,), x_proj)
+    np.testing.assert_allclose(h_new, (1 - z) * n + z * h, atol=1e-6)
+
+
+def test_dropout_acts_in_training_only():
+    model = CharLSTM(vocab_size=7, units=16, num_layers=2, dropout=0.5, weight_dropout=0.5, rngs=nnx.Rngs(0))
+    ids = jax.random.randint(jax.random.key(1), (3, 8), 0, 7)
+    eval_a, _ = model(ids)
+    eval_b, _ = model(ids)
+    np.testing.assert_array_equal(eval_a, eval_b)
+    train_a, _ = model(ids, dropout_key=jax.random.key(1))
+    train_b, _ = model(ids, dropout_key=jax.random.key(2))
+    assert not np.allclose(train_a, eval_a) and not np.allclose(train_a, train_b)
+    np.testing.assert_array_equal(train_a, model(ids, dropout_key=jax.random.key(1))[0])
+    plain = CharLSTM(vocab_size=7, units=16, num_layers=2, rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(plain(ids, dropout_key=jax.random.key(1))[0], eval_a)

@@ -1,5 +1,6 @@
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -8,6 +9,9 @@ from flax import nnx
 from charlstm import data
 from charlstm.checkpoints import Checkpoints
 from charlstm.model import CharLSTM
+import pytest
+
+from charlstm import train
 from charlstm.train import split_model, train_and_evaluate, train_step
 
 RUN_FILES = {"config.json", "vocab.json", "metrics.jsonl", "samples.txt", "samples.jsonl", "run_info.jsonl", "checkpoints"}
@@ -24,8 +28,9 @@ def test_a_tiny_model_overfits_a_repeated_string():
     rng = np.random.default_rng(0)
     for _ in range(300):
         starts = jnp.asarray(rng.integers(0, len(text) - seq_length - 1, 16), jnp.int32)
-        params, opt_state, _, loss = train_step(
-            graphdef, params, opt_state, 0.0, ids, starts, tx=tx, seq_length=seq_length, objective="all"
+        params, opt_state, _, loss, _ = train_step(
+            graphdef, params, opt_state, 0.0, ids, starts, 0, jax.random.key(0), None,
+            tx=tx, seq_length=seq_length, objective="all",
         )
     assert float(loss) < 0.1
 
@@ -63,3 +68,49 @@ def test_last_objective_trains_one_target_per_window(tiny_config, tmp_path):
     (metrics,) = train_and_evaluate(tiny_config, tmp_path / "last")
     train_chars = 4000 - 400
     assert metrics["step"] == (train_chars - tiny_config.data.seq_length) // 256
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_every_cell_trains_the_tiny_config(tiny_config, tmp_path, cell):
+    tiny_config.model.cell = cell
+    tiny_config.model.num_layers = 2
+    tiny_config.model.dropout = 0.1
+    metrics = train_and_evaluate(tiny_config, tmp_path / cell)
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] < np.log(44)
+
+
+def test_stateful_training_with_regularisers_runs_end_to_end(tiny_config, tmp_path):
+    tiny_config.train.stateful = True
+    tiny_config.model.weight_dropout = 0.2
+    tiny_config.model.embed_dim = 8
+    tiny_config.train.clip_norm = 1.0
+    tiny_config.train.weight_decay = 1e-4
+    tiny_config.train.schedule = "cosine"
+    tiny_config.train.warmup_steps = 5
+    metrics = train_and_evaluate(tiny_config, tmp_path / "stateful")
+    assert metrics[1]["val_loss"] < metrics[0]["val_loss"]
+    expected_steps = ((18_000 - 1 - 19) // 16 - 1) // 20  # Upper bound of stream steps per epoch.
+    assert 0 < metrics[0]["step"] <= expected_steps
+
+
+def test_epochs_since_best():
+    assert train.epochs_since_best([3.0, 2.0, 2.5, 2.4]) == 2
+    assert train.epochs_since_best([3.0, 2.0, 1.0]) == 0
+
+
+def test_early_stopping_stops_at_the_right_epoch(tiny_config, tmp_path, monkeypatch, capsys):
+    scripted = iter([2.0, 1.5, 1.6, 1.4, 1.45, 1.5, 1.3, 1.2])
+    monkeypatch.setattr(train.evaluate, "mean_nll", lambda *args: next(scripted))
+    tiny_config.train.epochs = 8
+    tiny_config.train.patience = 2
+    metrics = train_and_evaluate(tiny_config, tmp_path / "early")
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4, 5, 6]  # Best at 4, then 2 epochs without.
+    assert "early stopping" in capsys.readouterr().out
+    assert Checkpoints(tmp_path / "early", read_only=True).best_step() == metrics[3]["step"]
+
+
+def test_a_large_train_val_gap_warns(tiny_config, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train.evaluate, "mean_nll", lambda *args: 10.0)
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, tmp_path / "gap")
+    assert "overfitting" in capsys.readouterr().out
