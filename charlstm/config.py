@@ -58,8 +58,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.train.objective not in ("all", "last"):
         _fail("train.objective", config.train.objective, "'all' or 'last'")
     temperatures = config.sample.temperatures
-    if not temperatures or any(t < 0 for t in temperatures):
-        _fail("sample.temperatures", temperatures, "a non-empty tuple of values >= 0")
+    if not isinstance(temperatures, (tuple, list)) or not temperatures or not all(
+        isinstance(t, (int, float)) and not isinstance(t, bool) and t >= 0 for t in temperatures
+    ):
+        _fail("sample.temperatures", temperatures, "a non-empty tuple of numbers >= 0, e.g. '(0.5,1.2)'")
     if config.sample.top_k < 0:
         _fail("sample.top_k", config.sample.top_k, ">= 0 (0 = off)")
     if not 0 < config.sample.top_p <= 1:

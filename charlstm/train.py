@@ -154,9 +154,11 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
     desc = f"epoch {state['epoch'] + 1}/{config.train.epochs}"
     with tqdm(initial=first, total=len(starts), desc=desc, unit="step", leave=False, disable=None) as bar:
         while i < len(starts) and stop["signal"] is None:
-            params, opt_state, loss_sum, loss, carry = step_fn(
+            params, opt_state, loss_sum, loss, final_carry = step_fn(
                 params, opt_state, loss_sum, train_ids, starts[i], state["step"] + i - first, key, carry
             )
+            if config.train.stateful:  # Otherwise every window starts from zeros.
+                carry = final_carry
             i += 1
             bar.update()
             if i % config.train.log_every_steps == 0:
@@ -167,7 +169,7 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
         "params": params,
         "opt_state": opt_state,
         "loss_sum": loss_sum,
-        "carry": state["carry"] if carry is None else carry,
+        "carry": carry if config.train.stateful else state["carry"],
         "step": state["step"] + i - first,
         "epoch_step": i,
         "epoch_seconds": state["epoch_seconds"] + time.perf_counter() - began,

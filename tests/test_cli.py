@@ -37,6 +37,7 @@ def assert_one_line_error(result, *words):
     ("--config.train.epochz=3", ["unknown config field", "epochz"]),
     ("--config.train.epochs=many", ["config.train.epochs"]),
     ("--config.train.learning_rate=-1.0", ["train.learning_rate", "> 0"]),
+    ("--config.sample.temperatures=abc", ["sample.temperatures"]),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, data_dir, override, words):
     assert_one_line_error(train(tmp_path, data_dir, override), *words)
