@@ -5,10 +5,12 @@ epoch) and, as JSON, the vocab and the config, so a run folder alone is
 enough to rebuild the model. No pickle: loading a run cannot run code.
 """
 
+import contextlib
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from charlstm.errors import CharLSTMError
 
@@ -17,6 +19,18 @@ _policies = ocp.checkpoint_managers
 
 def _val_loss(metrics: dict) -> float:
     return metrics["val_loss"]
+
+
+@contextlib.contextmanager
+def _absl_errors_only(active: bool):
+    """Hides absl warnings while `active`: a read-only Orbax manager warns about its own settings on every open."""
+    previous = logging.get_verbosity()
+    if active:
+        logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
 
 
 class Checkpoints:
@@ -34,14 +48,15 @@ class Checkpoints:
                 ),
             ]
         )
-        options = ocp.CheckpointManagerOptions(
-            best_fn=_val_loss,
-            best_mode="min",
-            preservation_policy=None if read_only else keep,
-            read_only=read_only,
-            enable_async_checkpointing=False,
-        )
-        self.manager = ocp.CheckpointManager(directory, options=options)
+        with _absl_errors_only(read_only):
+            options = ocp.CheckpointManagerOptions(
+                best_fn=_val_loss,
+                best_mode="min",
+                preservation_policy=None if read_only else keep,
+                read_only=read_only,
+                enable_async_checkpointing=False,
+            )
+            self.manager = ocp.CheckpointManager(directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -69,3 +84,15 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
         restored = self.manager.restore(step, args=args)
         return restored["state"], restored["meta"]
+
+    def restore_params(self, step: int, like: dict) -> dict:
+        """Only the params of checkpoint `step`, shaped like `like`.
+
+        The optimizer state is not read, so this needs neither the optimizer nor
+        the fields the training state had when the run was saved.
+        """
+        item = {"params": like}
+        state = ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
+        )
+        return self.manager.restore(step, args=ocp.args.Composite(state=state))["state"]["params"]

@@ -66,6 +66,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("sample.top_k", config.sample.top_k, ">= 0 (0 = off)")
     if not 0 < config.sample.top_p <= 1:
         _fail("sample.top_p", config.sample.top_p, "in (0, 1]")
+    if config.sample.oov not in ("error", "skip"):
+        _fail("sample.oov", config.sample.oov, "'error' or 'skip'")
 
 
 def from_file(path: str | Path) -> ml_collections.ConfigDict:

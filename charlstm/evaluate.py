@@ -6,6 +6,7 @@ number does not depend on batch size or on where windows happen to start.
 """
 
 import functools
+import html
 import math
 
 import jax
@@ -42,8 +43,43 @@ def per_char_nll(graphdef: nnx.GraphDef, params, ids: np.ndarray, seq_length: in
 
 def mean_nll(graphdef: nnx.GraphDef, params, ids: np.ndarray, seq_length: int, batch_size: int) -> float:
     """`val_loss`: the mean of `per_char_nll`, in nats per character."""
-    return float(np.mean(per_char_nll(graphdef, params, ids, seq_length, batch_size), dtype=np.float64))
+    return average(per_char_nll(graphdef, params, ids, seq_length, batch_size))
+
+
+def average(nll: np.ndarray) -> float:
+    """The mean of per-character NLLs `[n]`, summed in float64 so long texts lose no precision."""
+    return float(np.mean(nll, dtype=np.float64))
 
 
 def bits_per_char(nats: float) -> float:
     return nats / math.log(2)
+
+
+# Surprisal at which the HTML shading is darkest; a uniform guess over 45 characters is 5.5 bits.
+SHADE_BITS = 8.0
+
+
+def surprisal_tsv(text: str, nll: np.ndarray) -> str:
+    """A TSV of each scored character's surprisal; `nll` `[n]` in nats is for the last n characters of `text`."""
+    first = len(text) - len(nll)
+    escape = str.maketrans({"\\": "\\\\", "\n": "\\n", "\t": "\\t"})
+    rows = [f"{first + i}\t{text[first + i].translate(escape)}\t{bits_per_char(x):.4f}" for i, x in enumerate(nll)]
+    return "position\tchar\tsurprisal_bits\n" + "".join(row + "\n" for row in rows)
+
+
+def surprisal_html(text: str, nll: np.ndarray, title: str) -> str:
+    """A page showing `text` with each scored character shaded by its surprisal (hover: bits); context in grey."""
+    first = len(text) - len(nll)
+    spans = [f'<span class="context">{html.escape(text[:first])}</span>']
+    for char, x in zip(text[first:], nll):
+        bits = bits_per_char(float(x))
+        shown = "\u21b5\n" if char == "\n" else html.escape(char)
+        shade = f"background:rgba(220,0,0,{min(bits / SHADE_BITS, 1):.2f})"
+        spans.append(f'<span style="{shade}" title="{bits:.2f} bits">{shown}</span>')
+    return (
+        f"<!doctype html>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n"
+        "<style>body{font:14px monospace} pre{white-space:pre-wrap} .context{color:#999}</style>\n"
+        f"<h1>{html.escape(title)}</h1>\n<p>Red: surprisal, darkest at {SHADE_BITS:g} bits or more; hover a "
+        "character for its value. Grey: context only, not scored.</p>\n"
+        f"<pre>{''.join(spans)}</pre>\n"
+    )

@@ -19,14 +19,15 @@ from charlstm.errors import CharLSTMError
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_collections", "numpy")
 # Fields that may change when a run resumes: how long it trains, what it logs and samples.
-RESUMABLE_CHANGES = ("train.epochs", "train.log_every_steps", "eval.", "sample.")
+RESUMABLE_CHANGES = ("train.epochs", "train.log_every_steps", "eval.", "sample.", "log.")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested config dict as {"section.field": value}, tuples as lists (as JSON reads them back)."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
@@ -34,7 +35,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Fields, other than RESUMABLE_CHANGES, whose values differ: 'field (saved X, now Y)'."""
-    saved, current = _flatten(saved), _flatten(current)
+    saved, current = flatten(saved), flatten(current)
     return [
         f"{field} (saved {saved.get(field)!r}, now {current.get(field)!r})"
         for field in sorted(saved.keys() | current.keys())

@@ -21,7 +21,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from charlstm import config as config_lib
-from charlstm import data, evaluate, sampling
+from charlstm import data, evaluate, novelty, reports, sampling
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import CharLSTMError, TrainingDiverged, TrainingInterrupted
 from charlstm.model import CharLSTM
@@ -126,14 +126,10 @@ def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> 
     rng = np.random.default_rng([config.seed, epoch])
     start = int(rng.integers(len(corpus.val_ids) - seq_length + 1))
     prompt = corpus.val_ids[start : start + seq_length]
-    temperatures = jnp.asarray(config.sample.temperatures, jnp.float32)
+    temperatures = list(config.sample.temperatures)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), SAMPLE_STREAM), epoch)
     keys = jnp.stack([key] * len(temperatures))
-    ids = sampling.generate_ids(
-        graphdef, params, jnp.asarray(prompt), temperatures, keys, config.sample.length,
-        config.sample.top_k, config.sample.top_p,
-    )
-    texts = [vocab.decode(row) for row in np.asarray(ids)]
+    texts = sampling.sample_texts(graphdef, params, vocab, prompt, temperatures, keys, config.sample)
     return {
         "epoch": epoch,
         "prompt": vocab.decode(prompt),
@@ -260,6 +256,7 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
         print(f"already trained {state['epoch']} epochs: raise --config.train.epochs to go on")
 
     train_ids = jnp.asarray(corpus.train_ids)
+    train_text = corpus.vocab.decode(corpus.train_ids)  # For the samples' novelty figures.
     meta = {"vocab": corpus.vocab.chars, "config": config.to_dict()}
     while state["epoch"] < config.train.epochs:
         starts = window_starts(corpus, config, state["epoch"] + 1)
@@ -276,14 +273,20 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
         check_finite(float(state["loss_sum"]), state["step"], checkpoints)
         metrics = epoch_metrics(state, starts, graphdef, corpus, config)
         samples = epoch_samples(graphdef, state["params"], corpus, config, metrics["epoch"])
+        metrics.update(novelty.summary([s["text"] for s in samples["samples"]], train_text))
         print(
             f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}  "
             f"val_loss {metrics['val_loss']:.4f}  val_bpc {metrics['val_bpc']:.4f}  "
-            f"{metrics['seconds']:.1f}s  {metrics['chars_per_second']:,.0f} chars/s\n"
+            f"{metrics['seconds']:.1f}s  {metrics['chars_per_second']:,.0f} chars/s  "
+            f"samples: longest copy {metrics['longest_copy']} chars, "
+            f"{novelty.format_share(metrics['copied_share'])} of {novelty.NGRAM}-grams copied\n"
             f"{format_samples(samples)}"
         )
         run.append_metrics(metrics)
         run.append_samples(samples)
+        reports.write_run_reports(run.path)
+        if config.log.tensorboard:
+            reports.log_epoch_to_tensorboard(run.path, metrics, samples)
         state = {**initial_state(state["params"], tx, zero_carry), "opt_state": state["opt_state"],
                  "step": state["step"], "epoch": metrics["epoch"]}
         checkpoints.save(state["step"], state, {**meta, **metrics}, metrics["val_loss"])

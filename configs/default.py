@@ -50,4 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.sample.length = 100  # Characters generated per sample.
     config.sample.top_k = 0  # Sample only among the k most likely characters; 0 = all.
     config.sample.top_p = 1.0  # Sample only within the smallest set reaching this probability.
+    config.sample.stop = ""  # Cut each sample after the first occurrence of this string; "" = never.
+    config.sample.oov = "error"  # Prompt chars the cleaning keeps but the vocab lacks: 'error' or 'skip'.
+
+    config.log = ml_collections.ConfigDict()
+    config.log.tensorboard = False  # Also write scalars and samples to <workdir>/tensorboard/.
     return config

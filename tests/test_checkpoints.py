@@ -21,3 +21,12 @@ def test_best_and_latest_are_both_kept(tmp_path):
 def test_reading_a_folder_without_checkpoints_is_a_user_error(tmp_path):
     with pytest.raises(CharLSTMError, match="no checkpoints"):
         Checkpoints(tmp_path, read_only=True)
+
+
+def test_params_restore_alone_with_their_own_structure(tmp_path):
+    params = {"layers": {0: {"w": jnp.arange(3.0)}}, "head": {"b": jnp.ones(2)}}
+    state = {"params": params, "opt_state": {"mu": jnp.zeros(5)}, "step": 7}
+    Checkpoints(tmp_path).save(7, state, {"vocab": "ab"}, val_loss=1.0)
+    restored = Checkpoints(tmp_path, read_only=True).restore_params(7, like=params)
+    assert restored.keys() == params.keys() and list(restored["layers"]) == [0]  # An int key stays an int.
+    np.testing.assert_array_equal(restored["layers"][0]["w"], [0.0, 1.0, 2.0])

@@ -23,3 +23,19 @@ def test_val_loss_matches_a_direct_step_by_step_computation():
     mean = evaluate.mean_nll(graphdef, params, ids, seq_length, batch_size=7)
     assert math.isclose(mean, float(np.mean(expected)), rel_tol=1e-5)
     assert math.isclose(evaluate.bits_per_char(mean), mean / math.log(2))
+
+
+def test_surprisal_tsv_has_one_escaped_row_per_scored_character():
+    nll = np.asarray([math.log(2), 2 * math.log(2), 0.0])
+    tsv = evaluate.surprisal_tsv("ab\n\t\\", nll)
+    assert tsv.splitlines() == [
+        "position\tchar\tsurprisal_bits", "2\t\\n\t1.0000", "3\t\\t\t2.0000", "4\t\\\\\t0.0000"
+    ]
+
+
+def test_surprisal_html_escapes_and_shades_each_scored_character():
+    page = evaluate.surprisal_html("<a>&\n", np.asarray([0.0, math.log(2) * evaluate.SHADE_BITS, 1.0]), "t<")
+    assert '<span class="context">&lt;a</span>' in page and "<title>t&lt;</title>" in page
+    assert 'rgba(220,0,0,0.00)" title="0.00 bits">&gt;<' in page
+    assert 'rgba(220,0,0,1.00)" title="8.00 bits">&amp;<' in page
+    assert "\u21b5\n</span>" in page

@@ -1,10 +1,11 @@
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import sampling
+from charlstm import data, sampling
 from charlstm.model import CharLSTM
 from charlstm.train import split_model
 
@@ -27,12 +28,18 @@ def generate(model, prompt, temperatures, seeds, length=12, top_k=0, top_p=1.0):
 
 
 def argmax_by_rerunning_the_window(model, prompt, length):
-    """The lab's way: re-run the model over the whole text for each new character."""
-    text = list(prompt)
-    for _ in range(length):
-        logits, _ = model(jnp.asarray([text]))
-        text.append(int(jnp.argmax(logits[0, -1])))
-    return text[len(prompt) :]
+    """The lab's way: re-run the model over the whole text for each new character.
+
+    The text sits in a buffer of its final size (one compile): the model is causal, so
+    the zeros after position i do not change the logits at i.
+    """
+    graphdef, params = split_model(model)
+    logits_of = jax.jit(lambda params, text: nnx.merge(graphdef, params)(text[None])[0][0])
+    text = np.zeros(len(prompt) + length, np.int32)
+    text[: len(prompt)] = prompt
+    for i in range(len(prompt), len(text)):
+        text[i] = int(jnp.argmax(logits_of(params, jnp.asarray(text))[i - 1]))
+    return text[len(prompt) :].tolist()
 
 
 def test_greedy_equals_step_by_step_argmax(model):
@@ -77,3 +84,64 @@ def test_top_k_keeps_the_k_largest():
     logits = jnp.asarray([[0.1, 3.0, -1.0, 2.0]])
     kept = np.isfinite(np.asarray(sampling.filter_logits(logits, 2, 1.0)))[0].tolist()
     assert kept == [False, True, False, True]
+
+
+def test_stepping_the_state_gives_the_probabilities_of_rerunning_the_window(model):
+    """The sampler's path (prime, then one cell step per character) against the lab's, after 100 characters."""
+    graphdef, params = split_model(model)
+    prompt = jnp.asarray(np.random.default_rng(0).integers(0, VOCAB, (1, 100)), jnp.int32)
+
+    @jax.jit
+    def stepped(params, prompt):
+        model = nnx.merge(graphdef, params)
+        step = lambda carry, ids: (sampling.advance(model, ids[:, None], carry[1]), None)
+        (logits, _), _ = jax.lax.scan(step, sampling.advance(model, prompt[:, :1], None), prompt[:, 1:].T)
+        return logits
+
+    window_logits, _ = model(prompt)
+    np.testing.assert_allclose(
+        jax.nn.softmax(stepped(params, prompt)), jax.nn.softmax(window_logits[:, -1]), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.5, 3)])
+def test_draws_follow_the_tempered_and_filtered_probabilities(model, temperature, top_k):
+    prompt, rows = jnp.asarray([3, 1, 4]), 20_000
+    logits, _ = model(prompt[None])
+    expected = np.asarray(jax.nn.softmax(sampling.filter_logits(logits[:, -1] / temperature, top_k, 1.0))[0])
+    graphdef, params = split_model(model)
+    keys = jax.random.split(jax.random.key(0), rows)
+    first = sampling.generate_ids(graphdef, params, prompt, jnp.full(rows, temperature), keys, 1, top_k)[:, 0]
+    observed = np.bincount(np.asarray(first), minlength=VOCAB) / rows
+    np.testing.assert_allclose(observed, expected, atol=0.015)
+    assert np.all(observed[expected == 0] == 0)
+
+
+def test_a_tiny_top_p_is_greedy(model):
+    prompt = [4, 4, 1]
+    greedy = generate(model, prompt, [0.0], [0])
+    np.testing.assert_array_equal(generate(model, prompt, [1.5], [3], top_p=1e-6), greedy)
+
+
+def test_a_shorter_sample_is_the_start_of_a_longer_one(model):
+    long = generate(model, [1, 2, 3], [1.0, 0.7], [5, 6], length=300)
+    short = generate(model, [1, 2, 3], [1.0, 0.7], [5, 6], length=129)
+    np.testing.assert_array_equal(long[:, : short.shape[1]], short)
+
+
+def test_a_temperatures_samples_do_not_depend_on_the_other_temperatures():
+    temperatures, keys = sampling.sample_rows((0.5, 1.0), 3, seed=7)
+    alone_temperatures, alone_keys = sampling.sample_rows((1.0,), 3, seed=7)
+    assert temperatures == [0.5, 0.5, 0.5, 1.0, 1.0, 1.0] and alone_temperatures == [1.0, 1.0, 1.0]
+    np.testing.assert_array_equal(jax.random.key_data(keys[3:]), jax.random.key_data(alone_keys))
+
+
+def test_texts_are_cut_after_the_stop_string(model):
+    graphdef, params = split_model(model)
+    vocab = data.Vocab("abcdefghijklm")
+    sample = ml_collections.ConfigDict({"length": 30, "top_k": 0, "top_p": 1.0, "stop": ""})
+    (full,) = sampling.sample_texts(graphdef, params, vocab, np.asarray([1, 2]), [0.0], jax.random.key(0)[None], sample)
+    sample.stop = full[5:7]
+    (cut,) = sampling.sample_texts(graphdef, params, vocab, np.asarray([1, 2]), [0.0], jax.random.key(0)[None], sample)
+    assert cut == full[: full.index(sample.stop) + 2] and len(cut) <= 7
+    assert sampling.cut_at_stop("one. two.", ".") == "one." and sampling.cut_at_stop("one", "x") == "one"

@@ -14,8 +14,13 @@ import pytest
 from charlstm import train
 from charlstm.train import split_model, train_and_evaluate, train_step
 
-RUN_FILES = {"config.json", "vocab.json", "metrics.jsonl", "samples.txt", "samples.jsonl", "run_info.jsonl", "checkpoints"}
-METRIC_FIELDS = {"epoch", "step", "train_loss", "val_loss", "val_bpc", "seconds", "chars_per_second"}
+RUN_FILES = {
+    "config.json", "vocab.json", "metrics.jsonl", "samples.txt", "samples.jsonl", "samples.md", "curves.png",
+    "run_info.jsonl", "checkpoints",
+}
+METRIC_FIELDS = {
+    "epoch", "step", "train_loss", "val_loss", "val_bpc", "seconds", "chars_per_second", "longest_copy", "copied_share"
+}
 
 
 def test_a_tiny_model_overfits_a_repeated_string():
@@ -114,3 +119,24 @@ def test_a_large_train_val_gap_warns(tiny_config, tmp_path, monkeypatch, capsys)
     tiny_config.train.epochs = 1
     train_and_evaluate(tiny_config, tmp_path / "gap")
     assert "overfitting" in capsys.readouterr().out
+
+
+def test_without_stateful_every_window_starts_from_zeros(tiny_config, tmp_path):
+    """One epoch of the loop equals applying train_step to each batch from a zero state."""
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, tmp_path)
+    corpus = data.load_corpus(tiny_config.data)
+    graphdef, params = split_model(train.create_model(tiny_config, corpus.vocab.size))
+    starts = train.window_starts(corpus, tiny_config, 1)
+    tx = train.make_optimizer(tiny_config.train, len(starts) * tiny_config.train.epochs)
+    opt_state, ids = tx.init(params), jnp.asarray(corpus.train_ids)
+    key = jax.random.fold_in(jax.random.key(tiny_config.seed), train.DROPOUT_STREAM)
+    for step, batch in enumerate(starts):
+        params, opt_state, _, _, _ = train_step(
+            graphdef, params, opt_state, 0.0, ids, batch, step, key, None,
+            tx=tx, seq_length=tiny_config.data.seq_length, objective=tiny_config.train.objective,
+        )
+    checkpoints = Checkpoints(tmp_path, read_only=True)
+    saved = checkpoints.restore_params(checkpoints.latest_step(), like=params)
+    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,310 @@
+"""Measures what users wait for; each section is one function, --section picks which run (default: all).
+
+    python scripts/benchmark.py --json
+    python scripts/benchmark.py --section generate
+    python scripts/benchmark.py --section generate --workdir runs/obama --json
+    python scripts/benchmark.py --section train --config configs/obama.py --batch_size 256
+
+generate: characters per second of the stateful sampler (charlstm.sampling:
+prime on a seq_length prompt once, then one cell step per character, all in
+one compiled call) against the lab's method on the same model, at batch 1 and
+64. The lab's method, as its generate() did it: for every new character, the
+window as one-hot rows, the compiled model over all seq_length of them, the
+lab's sample() on the host, the window shifted by one. Without --workdir the
+model is freshly initialised in the Obama run's shape (128 LSTM units, 45
+characters, seq_length 100): speed does not depend on the weights.
+
+eval: characters per second of evaluate.mean_nll, the val_loss computation,
+on 25,000 random characters (about the Obama validation split).
+
+train: the real charlstm.train.train_step in --config's shapes (45 characters)
+on random windows: compile seconds, median seconds per step after warm-up,
+characters per second, achieved matmul GFLOP/s and its share of a 2048^3
+float32 matmul's GFLOP/s measured in the same run, minor page faults per step
+and the process's peak resident memory; with PyTorch importable (the [bench]
+extra), the same step in torch (nn.LSTM on one-hot input, Linear head, Adam)
+and its time over ours. Scripts tune glibc's malloc (charlstm.cli.keep_freed_memory);
+CHARLSTM_MALLOC=default in the environment measures without that tuning.
+"""
+
+import functools
+import json
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+from flax import nnx
+from ml_collections import config_flags
+
+from charlstm import cli, evaluate, runs, sampling
+from charlstm.errors import CharLSTMError
+from charlstm.model import CELLS
+from charlstm.train import create_model, make_optimizer, split_model, train_step
+
+BATCH_SIZES = (1, 64)
+# The Obama run's vocabulary size, for the freshly initialised model.
+OBAMA_VOCAB = 45
+# Train section: steps run before timing, and the random corpus that windows are cut from.
+WARMUP_STEPS, CORPUS_CHARS = 3, 1_000_000
+# Eval section: characters scored, about the Obama validation split.
+EVAL_CHARS = 25_000
+
+_SECTIONS = flags.DEFINE_multi_enum(
+    "section", ["train", "eval", "generate"], ["train", "eval", "generate"], "Sections to run (default: all)."
+)
+_WORKDIR = flags.DEFINE_string("workdir", "", "Run folder whose best checkpoint to use; empty: a fresh model.")
+_LENGTH = flags.DEFINE_integer(
+    "length", 1000, "Characters generated per call, after a seq_length prompt.", lower_bound=1
+)
+_LAB_LENGTH = flags.DEFINE_integer(
+    "lab_length", 100, "Characters per call of the lab's method: each costs the same, so fewer suffice.", lower_bound=1
+)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Calls per method and batch size; the fastest counts.", lower_bound=1)
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/obama.py", "Train section: config whose shapes to use.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Train section: windows per step; 0 = the config's.", lower_bound=0)
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "Train section: timed steps; the median counts.", lower_bound=1)
+
+
+def call_seconds(run: Callable[[], Any], repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `run`, waiting for its result; call it once before, to compile."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def fastest(run: Callable[[], Any], repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls of `run` (generation and evaluation: short calls)."""
+    return min(call_seconds(run, repeats))
+
+
+@functools.partial(jax.jit, static_argnames="graphdef")
+def last_probs(graphdef: nnx.GraphDef, params, windows: jax.Array) -> jax.Array:
+    """Next-character probabilities `[batch, vocab]` from the model run over whole windows: ids
+    `[batch, seq_length]`, or one-hot rows `[batch, seq_length, vocab]` as the lab fed them."""
+    logits, _ = nnx.merge(graphdef, params)(windows)
+    return jax.nn.softmax(logits[:, -1])
+
+
+def lab_sample(probs: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """The lab's sample() on the host, for each row of `probs` `[batch, vocab]`: reweight, draw one id."""
+    weights = np.exp(np.log(probs.astype(np.float64)) / temperature)
+    cdf = np.cumsum(weights / weights.sum(-1, keepdims=True), axis=-1)
+    return np.minimum((cdf < rng.random((len(cdf), 1))).sum(-1), cdf.shape[-1] - 1)
+
+
+def lab_generate(graphdef: nnx.GraphDef, params, windows: np.ndarray, length: int, vocab_size: int) -> np.ndarray:
+    """`length` ids per row of `windows` `[batch, seq_length]` by the lab's method: per character, the
+    window as one-hot rows (ids for a model with an embedding), the model over all of it, the lab's
+    sample() on the host, and the window shifted by the new character."""
+    rng = np.random.default_rng(0)
+    one_hot = None if "embed" in params else np.eye(vocab_size, dtype=np.float32)
+    for _ in range(length):
+        inputs = windows if one_hot is None else one_hot[windows]
+        ids = lab_sample(np.asarray(last_probs(graphdef, params, inputs)), 1.0, rng)
+        windows = np.concatenate([windows[:, 1:], ids[:, None].astype(windows.dtype)], axis=1)
+    return windows
+
+
+def benchmark_model() -> tuple[nnx.GraphDef, dict, int, int]:
+    """graphdef, params, vocab size and seq_length of --workdir's best checkpoint, or of a fresh Obama-shaped model."""
+    if _WORKDIR.value:
+        run = runs.load(_WORKDIR.value)
+        return run.graphdef, run.params, run.vocab.size, run.config.data.seq_length
+    config = runs.default_config()
+    return *split_model(create_model(config, OBAMA_VOCAB)), OBAMA_VOCAB, config.data.seq_length
+
+
+def generate_section() -> dict:
+    """Characters per second of the stateful sampler and of the lab's method, per batch size."""
+    graphdef, params, vocab_size, seq_length = benchmark_model()
+    prompt = jnp.arange(seq_length, dtype=jnp.int32) % vocab_size
+    length = _LENGTH.value
+    stateful, lab = {}, {}
+    for batch in BATCH_SIZES:
+        temperatures = jnp.ones(batch)
+        keys = jax.random.split(jax.random.key(0), batch)
+        run = lambda: sampling.generate_ids(graphdef, params, prompt, temperatures, keys, length)
+        run()
+        stateful[f"batch_{batch}"] = batch * length / fastest(run, _REPEATS.value)
+        windows = np.broadcast_to(np.asarray(prompt), (batch, seq_length))
+        lab_generate(graphdef, params, windows, 1, vocab_size)
+        run = lambda: lab_generate(graphdef, params, windows, _LAB_LENGTH.value, vocab_size)
+        lab[f"batch_{batch}"] = batch * _LAB_LENGTH.value / fastest(run, _REPEATS.value)
+    return {
+        "generate_chars_per_second": stateful,
+        "generate_chars_per_second_lab_method": lab,
+        "generate_speedup": {name: stateful[name] / lab[name] for name in stateful},
+    }
+
+
+def eval_section() -> dict:
+    """Characters per second of evaluate.mean_nll (how val_loss is computed) at the default eval batch size."""
+    graphdef, params, vocab_size, seq_length = benchmark_model()
+    ids = np.random.default_rng(0).integers(vocab_size, size=EVAL_CHARS).astype(np.int32)
+    batch_size = runs.default_config().eval.batch_size
+    run = lambda: evaluate.mean_nll(graphdef, params, ids, seq_length, batch_size)
+    run()
+    return {"eval_chars_per_second": EVAL_CHARS / fastest(run, _REPEATS.value)}
+
+
+def median_seconds(run: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of `repeats` calls of `run` (training steps); call it before, to compile and warm up."""
+    return statistics.median(call_seconds(run, repeats))
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a compiled float32 `[size, size] @ [size, size]` matmul: the practical peak here."""
+    a = jnp.ones((size, size), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, a).block_until_ready()
+    return 2 * size**3 / median_seconds(lambda: matmul(a, a), repeats) / 1e9
+
+
+def train_step_flops(config, vocab_size: int) -> float:
+    """Matmul FLOPs of one train step: the forward pass (recurrent and dense input projections, head)
+    times 3, as the backward pass costs about twice the forward. A one-hot input is a gather: 0 FLOPs."""
+    m, batch, length = config.model, config.train.batch_size, config.data.seq_length
+    gates = CELLS[m.cell][0]
+    inputs = [m.embed_dim] + [m.units] * (m.num_layers - 1)
+    per_position = sum(2 * (n_in + m.units) * gates * m.units for n_in in inputs)
+    head_positions = length if config.train.objective == "all" else 1
+    return 3 * batch * (length * per_position + head_positions * 2 * m.units * vocab_size)
+
+
+def measure_train_step(config, vocab_size: int, steps: int) -> dict:
+    """Compile seconds, median seconds and minor page faults per step of charlstm.train.train_step
+    on random windows in `config`'s shapes (speed does not depend on the data)."""
+    batch, length = config.train.batch_size, config.data.seq_length
+    model = create_model(config, vocab_size)
+    carry = model.initial_state(batch) if config.train.stateful else None
+    graphdef, params = split_model(model)
+    tx = make_optimizer(config.train, WARMUP_STEPS + steps)
+    rng = np.random.default_rng(config.seed)
+    ids = jnp.asarray(rng.integers(vocab_size, size=CORPUS_CHARS), jnp.int32)
+    starts = jnp.asarray(rng.integers(CORPUS_CHARS - length, size=(WARMUP_STEPS + steps, batch)), jnp.int32)
+    key, state = jax.random.key(config.seed), (params, tx.init(params), jnp.zeros((), jnp.float32))
+    began = time.perf_counter()
+    compiled = train_step.lower(
+        graphdef, *state, ids, starts[0], 0, key, carry, tx=tx, seq_length=length, objective=config.train.objective
+    ).compile()
+    compile_seconds = time.perf_counter() - began
+    times = []
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for i in range(WARMUP_STEPS + steps):
+        if i == WARMUP_STEPS:
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = time.perf_counter()
+        *state, loss, final = compiled(*state, ids, starts[i], i, key, carry)
+        jax.block_until_ready(loss)
+        times.append(time.perf_counter() - start)
+        carry = final if config.train.stateful else None
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return {"compile_seconds": compile_seconds, "step_seconds": statistics.median(times[WARMUP_STEPS:]),
+            "page_faults_per_step": faults / steps}
+
+
+def torch_train_step_seconds(config, vocab_size: int, steps: int) -> float | None:
+    """Median seconds of the same step in PyTorch (one-hot or embedded input, nn.LSTM/GRU/RNN, Linear
+    head, Adam) after warm-up, or None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    m, batch, length = config.model, config.train.batch_size, config.data.seq_length
+    torch.manual_seed(config.seed)
+    embed = torch.nn.Embedding(vocab_size, m.embed_dim) if m.embed_dim else None
+    rnn_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[m.cell]
+    rnn = rnn_type(m.embed_dim or vocab_size, m.units, m.num_layers, batch_first=True)
+    head = torch.nn.Linear(m.units, vocab_size)
+    modules = [module for module in (embed, rnn, head) if module is not None]
+    optimizer = torch.optim.Adam([p for module in modules for p in module.parameters()], config.train.learning_rate)
+    windows = torch.randint(vocab_size, (batch, length + 1))
+
+    def step():
+        inputs = windows[:, :-1]
+        x = embed(inputs) if embed else torch.nn.functional.one_hot(inputs, vocab_size).float()
+        hs, _ = rnn(x)
+        if config.train.objective == "all":
+            logits, targets = head(hs).reshape(-1, vocab_size), windows[:, 1:].reshape(-1)
+        else:
+            logits, targets = head(hs[:, -1]), windows[:, -1]
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(WARMUP_STEPS):
+        step()
+    return median_seconds(step, steps)
+
+
+def train_section() -> dict:
+    """Speed of training in --config's shapes (--batch_size overrides), and PyTorch's when installed."""
+    config = _CONFIG.value.copy_and_resolve_references()
+    config.train.batch_size = _BATCH_SIZE.value or config.train.batch_size
+    peak = matmul_peak_gflops()
+    measured = measure_train_step(config, OBAMA_VOCAB, _TRAIN_STEPS.value)
+    seconds = measured["step_seconds"]
+    targets = config.data.seq_length if config.train.objective == "all" else 1
+    gflops = train_step_flops(config, OBAMA_VOCAB) / seconds / 1e9
+    results = {
+        "train_batch_size": config.train.batch_size,
+        "train_compile_seconds": measured["compile_seconds"],
+        "train_step_seconds": seconds,
+        "chars_per_second": config.train.batch_size * targets / seconds,
+        "gflops_per_second": gflops,
+        "peak_gflops_per_second": peak,
+        "share_of_peak": gflops / peak,
+        "train_page_faults_per_step": measured["page_faults_per_step"],
+    }
+    torch_seconds = torch_train_step_seconds(config, OBAMA_VOCAB, _TRAIN_STEPS.value)
+    if torch_seconds is not None:
+        results.update(torch_train_step_seconds=torch_seconds, torch_over_jax=torch_seconds / seconds)
+    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return results
+
+
+SECTIONS = {"train": train_section, "eval": eval_section, "generate": generate_section}
+
+
+def format_number(number: float) -> str:
+    """Large numbers with thousands separators and one decimal, small ones (seconds, ratios) to 4 digits."""
+    return f"{number:,.1f}" if abs(number) >= 100 else f"{number:.4g}"
+
+
+def print_results(results: dict) -> None:
+    """One line per result; a dict of cases (e.g. per batch size) on one line."""
+    for name, value in results.items():
+        cases = value.items() if isinstance(value, dict) else [("", value)]
+        print(f"{name:<38}" + "  ".join(f"{case} {format_number(number)}" for case, number in cases))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise CharLSTMError(f"unexpected arguments {argv[1:]}: choose sections with --section")
+    results = {}
+    for section in dict.fromkeys(_SECTIONS.value):
+        results.update(SECTIONS[section]())
+    setup = {"device": str(jax.devices()[0]), "jax": jax.__version__, "length": _LENGTH.value,
+             "lab_length": _LAB_LENGTH.value, "repeats": _REPEATS.value,
+             "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned")}
+    if _JSON.value:
+        print(json.dumps({**setup, **results}))
+    else:
+        print(", ".join(f"{name} {value}" for name, value in setup.items()))
+        print_results(results)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,75 @@
+"""Writes text with a trained run; everything (model, vocab, sampling settings) comes from its folder.
+
+    python scripts/generate.py --workdir runs/obama --prompt "the state of our union is" --length 500
+    python scripts/generate.py --workdir runs/obama --config.sample.temperatures='(0.2,0.5,1.0,1.5)' \\
+        --num_samples 4 --seed 7 --novelty
+
+Without --prompt, each call starts from a random window of the validation
+text (the seed picks it). The prompt is cleaned as the training text was;
+characters the cleaning removes are dropped with a warning, and characters it
+keeps that the run never saw are an error (--config.sample.oov=skip drops
+them). Rows are temperatures x samples, all in one batched call; sample s
+draws from fold_in(key(seed), s) at every temperature, so its text does not
+depend on the other temperatures asked for.
+"""
+
+import sys
+
+import numpy as np
+from absl import flags
+
+from charlstm import cli, data, novelty, runs, sampling
+from charlstm.errors import CharLSTMError
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder made by scripts/train.py.")
+_PROMPT = flags.DEFINE_string("prompt", "", "Text to continue; empty: a random validation window of seq_length chars.")
+_LENGTH = flags.DEFINE_integer("length", None, "Characters per sample; default: the run's sample.length.", lower_bound=1)
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per temperature.", lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Picks the random prompt and the samples; the same seed repeats them.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (lowest val_loss), 'latest' or a step number.")
+_OUTPUT = flags.DEFINE_string("output", "", "Write the samples to this file instead of stdout.")
+_NOVELTY = flags.DEFINE_bool("novelty", False, "After each sample: how much of it occurs verbatim in the training text.")
+cli.define_config_overrides(runs.default_config(), "Overrides of the run's config, e.g. --config.sample.top_k=5.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def choose_prompt(run: runs.Run, corpus: data.Corpus | None) -> np.ndarray:
+    """Ids of --prompt, or of a random validation window picked by --seed when it is empty."""
+    if not _PROMPT.value:
+        seq_length = run.config.data.seq_length
+        start = int(np.random.default_rng(_SEED.value).integers(len(corpus.val_ids) - seq_length + 1))
+        return corpus.val_ids[start : start + seq_length]
+    ids, warnings = run.encode(_PROMPT.value, "prompt")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not len(ids):
+        raise CharLSTMError("the prompt has no characters left after cleaning: give another, or none to start at random")
+    return ids
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise CharLSTMError(f"unexpected arguments {argv[1:]}: quote the prompt, e.g. --prompt \"the state of\"")
+    overrides = cli.config_overrides()
+    if _LENGTH.value is not None:
+        overrides["sample.length"] = _LENGTH.value
+    run = runs.load(_WORKDIR.value, _CHECKPOINT.value, overrides)
+    corpus = run.corpus() if _NOVELTY.value or not _PROMPT.value else None
+    prompt = choose_prompt(run, corpus)
+    temperatures, keys = sampling.sample_rows(run.config.sample.temperatures, _NUM_SAMPLES.value, _SEED.value)
+    texts = sampling.sample_texts(run.graphdef, run.params, run.vocab, prompt, temperatures, keys, run.config.sample)
+    train_text = run.vocab.decode(corpus.train_ids) if _NOVELTY.value else ""
+    blocks = [f"--- prompt: {run.vocab.decode(prompt)!r}\n"]
+    for i, (temperature, text) in enumerate(zip(temperatures, texts)):
+        blocks.append(f"--- temperature {temperature}, sample {i % _NUM_SAMPLES.value + 1}:\n{text}\n")
+        if _NOVELTY.value:
+            blocks.append(f"--- novelty: {novelty.describe(novelty.novelty(text, train_text))}\n")
+    if _OUTPUT.value:
+        cli.write_file(_OUTPUT.value, "".join(blocks), "output")
+        print(f"wrote {len(texts)} samples from step {run.step} to {_OUTPUT.value}")
+    else:
+        print("".join(blocks), end="")
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,190 @@
+"""A trained run in use: loading it from its folder, scripts/generate.py and scripts/evaluate.py."""
+
+import dataclasses
+import json
+import math
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from charlstm import CharLSTMError, evaluate, runs
+from charlstm import config as config_lib
+from charlstm.checkpoints import Checkpoints
+from charlstm.train import train_and_evaluate
+from tests.conftest import REPO, run_script
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir):
+    """A one-epoch tiny run (sample.length 40, seq_length 20), shared by this file's tests."""
+    config = config_lib.from_file(REPO / "configs" / "tiny.py")
+    config.data.dir = str(data_dir)
+    config.train.epochs = 1
+    workdir = tmp_path_factory.mktemp("tiny") / "run"
+    train_and_evaluate(config, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def run(run_dir) -> runs.Run:
+    return runs.load(run_dir)
+
+
+def with_sample(run: runs.Run, **fields) -> runs.Run:
+    """`run` with other sample settings, leaving the shared fixture as it is."""
+    config = run.config.copy_and_resolve_references()
+    config.sample.update(fields)
+    return dataclasses.replace(run, config=config)
+
+
+def test_the_run_config_is_the_base_and_overrides_sit_on_top(run_dir):
+    loaded = runs.load(run_dir, overrides={"sample.top_k": 3})
+    assert loaded.config.sample.length == 40  # configs/tiny.py's value, not the default 100.
+    assert loaded.config.sample.top_k == 3
+    assert loaded.step == Checkpoints(run_dir, read_only=True).best_step()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("sample.temperatures", (-0.5,)), ("sample.top_p", 0.0), ("sample.top_p", 1.5), ("sample.length", 0)
+])
+def test_invalid_sampling_overrides_are_refused(run_dir, field, value):
+    with pytest.raises(CharLSTMError, match=field):
+        runs.load(run_dir, overrides={field: value})
+
+
+def test_checkpoints_by_name_and_step(run_dir):
+    latest = Checkpoints(run_dir, read_only=True).latest_step()
+    assert runs.load(run_dir, "latest").step == runs.load(run_dir, str(latest)).step == latest
+    for which in ("7", "soon"):
+        with pytest.raises(CharLSTMError, match=f"no checkpoint '{which}'.*one of the steps \\[{latest}\\]"):
+            runs.load(run_dir, which)
+
+
+def test_folders_without_a_checkpoint_are_refused(tmp_path):
+    with pytest.raises(CharLSTMError, match="does not exist"):
+        runs.load(tmp_path / "nothing")
+    with pytest.raises(CharLSTMError, match="no checkpoints/"):
+        runs.load(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(CharLSTMError, match="no checkpoint yet"):
+        runs.load(tmp_path)
+
+
+def test_a_run_saved_before_newer_fields_existed_gets_their_defaults(run_dir, tmp_path):
+    old = shutil.copytree(run_dir, tmp_path / "old")
+    saved = json.loads((old / "config.json").read_text())
+    for field in ("cell", "embed_dim", "dropout", "weight_dropout"):
+        del saved["model"][field]
+    (old / "config.json").write_text(json.dumps(saved))
+    assert runs.load(old).config.model.cell == "lstm"
+
+
+def test_prompts_are_cleaned_as_the_training_text(run):
+    ids, warnings = run.encode("The Union, 100%", "prompt")
+    assert run.vocab.decode(ids) == "the union, 100"
+    assert len(warnings) == 1 and "'%'" in warnings[0]
+
+
+def test_characters_outside_the_vocabulary_are_an_error_or_skipped(run):
+    assert "!" not in run.vocab.chars  # The tiny corpus has no '!', though cleaning keeps it.
+    with pytest.raises(CharLSTMError, match="characters '!' that are not in the run's vocabulary.*oov=skip"):
+        run.encode("strong!", "prompt")
+    ids, warnings = with_sample(run, oov="skip").encode("strong!", "prompt")
+    assert run.vocab.decode(ids) == "strong" and "'!'" in warnings[0]
+    with pytest.raises(CharLSTMError, match="sample.oov='maybe'"):
+        config_lib.validate(with_sample(run, oov="maybe").config)
+
+
+def test_evaluate_matches_a_direct_computation(run, run_dir):
+    val_ids, seq_length = run.corpus().val_ids, run.config.data.seq_length
+    windows = np.lib.stride_tricks.sliding_window_view(val_ids, seq_length + 1)
+    logits, _ = nnx.merge(run.graphdef, run.params)(windows[:, :-1])
+    direct = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits[:, -1])), windows[:, -1:], -1).mean()
+    val_loss = evaluate.mean_nll(run.graphdef, run.params, val_ids, seq_length, batch_size=300)
+    assert math.isclose(val_loss, direct, rel_tol=1e-5)
+    (metrics,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert math.isclose(val_loss, metrics["val_loss"], rel_tol=1e-5)
+
+
+def test_a_changed_corpus_is_refused(run, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("another text altogether. " * 100)
+    config = run.config.copy_and_resolve_references()
+    config.data.path = str(other)
+    with pytest.raises(CharLSTMError, match="changed since"):
+        dataclasses.replace(run, config=config).corpus()
+
+
+def generate(run_dir, *args):
+    return run_script("generate.py", "--workdir", str(run_dir), *args)
+
+
+def samples(stdout: str) -> list[str]:
+    """The texts of generate.py's output, in order."""
+    blocks = stdout.split("\n--- temperature ")[1:]
+    return [block.split(":\n", 1)[1].split("\n--- ")[0].removesuffix("\n") for block in blocks]
+
+
+def test_generate_continues_a_prompt_at_each_temperature(run_dir):
+    # The prompt is longer than the run's seq_length (20): priming carries the state through all of it.
+    result = generate(
+        run_dir, "--prompt", "The state of our union is", "--length", "30",
+        "--config.sample.temperatures=(0.0,1.0)", "--num_samples", "2", "--seed", "3", "--novelty",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("--- prompt: 'the state of our union is'\n")
+    texts = samples(result.stdout)
+    assert [len(t) for t in texts] == [30] * 4
+    assert texts[0] == texts[1] and texts[2] != texts[3]  # Temperature 0 is greedy.
+    assert result.stdout.count("--- novelty: longest substring found in the training text: ") == 4
+
+
+def test_generate_without_a_prompt_starts_from_the_validation_text(run, run_dir, tmp_path):
+    result = generate(run_dir, "--seed", "1", "--output", str(tmp_path / "out" / "samples.txt"))
+    assert result.returncode == 0, result.stderr
+    written = (tmp_path / "out" / "samples.txt").read_text()
+    prompt = written.split("--- prompt: ")[1].split("\n")[0]
+    assert len(eval(prompt)) == 20 and eval(prompt) in run.vocab.decode(run.corpus().val_ids)
+    assert [len(t) for t in samples(written)] == [40, 40]  # The run's sample.length and two temperatures.
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--workdir", "/no/such/run"], ["run folder '/no/such/run' does not exist"]),
+    (["--length", "0"], ["--length=0", "positive integer"]),
+    (["--config.sample.tempratures=(1.0,)"], ["unknown config field", "tempratures"]),
+    (["--prompt", "strong!"], ["'!'", "--config.sample.oov=skip"]),
+])
+def test_generate_bad_input_is_one_line_and_exit_code_2(run_dir, args, words):
+    result = generate(run_dir, *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert all(word in lines[0] for word in words), lines[0]
+
+
+def test_generate_skips_unknown_characters_and_stops_at_the_stop_string(run_dir):
+    result = generate(run_dir, "--prompt", "strong!", "--config.sample.oov=skip", "--config.sample.stop= ")
+    assert result.returncode == 0, result.stderr
+    assert "'!'" in result.stderr and result.stdout.startswith("--- prompt: 'strong'")
+    assert all(" " not in t[:-1] for t in samples(result.stdout))
+
+
+def test_evaluate_scores_a_text_file_and_writes_surprisal(run, run_dir, tmp_path):
+    text = tmp_path / "speech.txt"
+    text.write_text("The State of our Union is strong; 100% strong. " * 3)
+    result = run_script(
+        "evaluate.py", "--workdir", str(run_dir), "--text", str(text),
+        "--tsv", str(tmp_path / "s.tsv"), "--html", str(tmp_path / "s.html"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning: dropped '%'" in result.stderr
+    ids, _ = run.encode(text.read_text(), "text")
+    expected = evaluate.mean_nll(run.graphdef, run.params, ids, run.config.data.seq_length, 64)
+    assert f"val_loss {expected:.4f}  val_bpc {evaluate.bits_per_char(expected):.4f}" in result.stdout
+    rows = (tmp_path / "s.tsv").read_text().splitlines()[1:]
+    assert len(rows) == len(ids) - run.config.data.seq_length
+    bits = [float(row.split("\t")[2]) for row in rows]
+    assert math.isclose(np.mean(bits), evaluate.bits_per_char(expected), abs_tol=1e-3)
+    assert (tmp_path / "s.html").read_text().count("bits\">") == len(rows)
