@@ -43,7 +43,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
 
     config.eval = ml_collections.ConfigDict()
-    config.eval.batch_size = 1024  # Validation windows per evaluation batch; memory only, not the result.
+    config.eval.batch_size = 256  # Validation windows per evaluation batch; memory only, not the result.
 
     config.sample = ml_collections.ConfigDict()
     config.sample.temperatures = (0.5, 1.2)  # One sample per temperature each epoch; 0 = greedy.
