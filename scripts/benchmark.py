@@ -23,7 +23,8 @@ characters per second, achieved matmul GFLOP/s and its share of a 2048^3
 float32 matmul's GFLOP/s measured in the same run, minor page faults per step
 and the process's peak resident memory; with PyTorch importable (the [bench]
 extra), the same step in torch (nn.LSTM on one-hot input, Linear head, Adam)
-and its time over ours. Scripts tune glibc's malloc (charlstm.cli.keep_freed_memory);
+and its time over ours; for an LSTM, the same step with autodiff through
+the scan instead of charlstm.fused_lstm's backward pass. Scripts tune glibc's malloc (charlstm.cli.keep_freed_memory);
 CHARLSTM_MALLOC=default in the environment measures without that tuning.
 """
 
@@ -45,7 +46,7 @@ from ml_collections import config_flags
 
 from charlstm import cli, evaluate, runs, sampling
 from charlstm.errors import CharLSTMError
-from charlstm.model import CELLS
+from charlstm import model
 from charlstm.train import create_model, make_optimizer, split_model, train_step
 
 BATCH_SIZES = (1, 64)
@@ -175,7 +176,7 @@ def train_step_flops(config, vocab_size: int) -> float:
     """Matmul FLOPs of one train step: the forward pass (recurrent and dense input projections, head)
     times 3, as the backward pass costs about twice the forward. A one-hot input is a gather: 0 FLOPs."""
     m, batch, length = config.model, config.train.batch_size, config.data.seq_length
-    gates = CELLS[m.cell][0]
+    gates = model.CELLS[m.cell][0]
     inputs = [m.embed_dim] + [m.units] * (m.num_layers - 1)
     per_position = sum(2 * (n_in + m.units) * gates * m.units for n_in in inputs)
     head_positions = length if config.train.objective == "all" else 1
@@ -186,9 +187,9 @@ def measure_train_step(config, vocab_size: int, steps: int) -> dict:
     """Compile seconds, median seconds and minor page faults per step of charlstm.train.train_step
     on random windows in `config`'s shapes (speed does not depend on the data)."""
     batch, length = config.train.batch_size, config.data.seq_length
-    model = create_model(config, vocab_size)
-    carry = model.initial_state(batch) if config.train.stateful else None
-    graphdef, params = split_model(model)
+    net = create_model(config, vocab_size)
+    carry = net.initial_state(batch) if config.train.stateful else None
+    graphdef, params = split_model(net)
     tx = make_optimizer(config.train, WARMUP_STEPS + steps)
     rng = np.random.default_rng(config.seed)
     ids = jnp.asarray(rng.integers(vocab_size, size=CORPUS_CHARS), jnp.int32)
@@ -212,6 +213,19 @@ def measure_train_step(config, vocab_size: int, steps: int) -> dict:
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     return {"compile_seconds": compile_seconds, "step_seconds": statistics.median(times[WARMUP_STEPS:]),
             "page_faults_per_step": faults / steps}
+
+
+def autodiff_lstm_step_seconds(config, vocab_size: int, steps: int) -> float:
+    """Median seconds per step with autodiff through lax.scan of the LSTM cell in place of
+    fused_lstm's hand-written backward pass: what that pass saves."""
+    fused = model.lstm_scan
+    model.lstm_scan = functools.partial(model.scan_cell, model.lstm_cell)
+    jax.clear_caches()  # Trace train_step again, with the autodiff scan.
+    try:
+        return measure_train_step(config, vocab_size, steps)["step_seconds"]
+    finally:
+        model.lstm_scan = fused
+        jax.clear_caches()
 
 
 def torch_train_step_seconds(config, vocab_size: int, steps: int) -> float | None:
@@ -268,6 +282,9 @@ def train_section() -> dict:
         "share_of_peak": gflops / peak,
         "train_page_faults_per_step": measured["page_faults_per_step"],
     }
+    if config.model.cell == "lstm":
+        autodiff = autodiff_lstm_step_seconds(config, OBAMA_VOCAB, _TRAIN_STEPS.value)
+        results.update(train_step_seconds_autodiff_lstm=autodiff, autodiff_over_fused=autodiff / seconds)
     torch_seconds = torch_train_step_seconds(config, OBAMA_VOCAB, _TRAIN_STEPS.value)
     if torch_seconds is not None:
         results.update(torch_train_step_seconds=torch_seconds, torch_over_jax=torch_seconds / seconds)

@@ -1,6 +1,6 @@
 """Trains every combination of a grid of config values, one run folder each, and ranks them.
 
-    python scripts/sweep.py --config configs/obama.py --workdir runs/sweep1 \
+    python scripts/sweep.py --config configs/obama.py --workdir runs/sweep1 \\
         --grid model.units=64,128,256 --grid model.dropout=0.0,0.3
 
 Each combination trains in <workdir>/<its overrides>, e.g. runs/sweep1/model.units=64,model.dropout=0.3;

@@ -5,9 +5,9 @@ from charlstm import config as config_lib
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("name", ["default", "obama", "tiny"])
-def test_shipped_configs_are_valid_and_round_trip_through_json(name):
-    config = config_lib.from_file(REPO / "configs" / f"{name}.py")
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.py")), ids=lambda p: p.stem)
+def test_shipped_configs_are_valid_and_round_trip_through_json(path):
+    config = config_lib.from_file(path)
     config_lib.validate(config)
     assert config_lib.from_json(config_lib.to_json(config)) == config
 
