@@ -55,6 +55,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             _fail(field, _get(config, field), ">= 0 (0 = off)")
     if config.train.stateful and config.train.objective != "all":
         _fail("train.stateful", True, "False with train.objective='last' (stateful needs 'all')")
+    if config.train.dtype not in ("float32", "bfloat16"):
+        _fail("train.dtype", config.train.dtype, "'float32' or 'bfloat16'")
     if config.train.objective not in ("all", "last"):
         _fail("train.objective", config.train.objective, "'all' or 'last'")
     temperatures = config.sample.temperatures

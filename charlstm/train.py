@@ -60,25 +60,38 @@ def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.
     return optax.chain(optax.clip_by_global_norm(train.clip_norm), adam) if train.clip_norm else adam
 
 
-def loss_fn(graphdef: nnx.GraphDef, params, windows: jax.Array, objective: str, dropout_key, carry):
+def in_dtype(tree, dtype: str):
+    """`tree`'s floating arrays cast to `dtype` (a no-op for float32)."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def loss_fn(
+    graphdef: nnx.GraphDef, params, windows: jax.Array, objective: str, dropout_key, carry, dtype: str = "float32"
+):
     """Mean cross-entropy in nats over windows `[batch, seq_length + 1]`, and the final state.
 
     `carry` is the state to start from (stateful training) or None (zeros);
-    `dropout_key` None turns dropout off.
+    `dropout_key` None turns dropout off. `dtype` 'bfloat16' computes the model in
+    bfloat16 from float32 params (mixed precision: gradients and updates stay
+    float32); the loss and the returned state are float32 either way.
     """
-    model = nnx.merge(graphdef, params)
-    hs, carry = model.features(windows[:, :-1], carry, dropout_key)
+    model = nnx.merge(graphdef, in_dtype(params, dtype))
+    hs, carry = model.features(windows[:, :-1], None if carry is None else in_dtype(carry, dtype), dropout_key)
     if objective == "all":
         logits, targets = model.head(hs), windows[:, 1:]
     else:
         logits, targets = model.head(hs[:, -1]), windows[:, -1]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean(), carry
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets).mean()
+    return loss, in_dtype(carry, "float32")
 
 
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "tx", "seq_length", "objective"), donate_argnums=(1, 2)
+    jax.jit, static_argnames=("graphdef", "tx", "seq_length", "objective", "dtype"), donate_argnums=(1, 2)
 )
-def train_step(graphdef, params, opt_state, loss_sum, ids, starts, step, key, carry, *, tx, seq_length, objective):
+def train_step(
+    graphdef, params, opt_state, loss_sum, ids, starts, step, key, carry, *, tx, seq_length, objective,
+    dtype="float32",
+):
     """One optimizer step on the windows starting at `starts` `[batch]`.
 
     Dropout draws from fold_in(key, step), so no RNG state needs saving.
@@ -87,7 +100,7 @@ def train_step(graphdef, params, opt_state, loss_sum, ids, starts, step, key, ca
     """
     windows = data.gather_windows(ids, starts, seq_length + 1)
     grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
-    (loss, carry), grads = grad_fn(graphdef, params, windows, objective, jax.random.fold_in(key, step), carry)
+    (loss, carry), grads = grad_fn(graphdef, params, windows, objective, jax.random.fold_in(key, step), carry, dtype)
     updates, opt_state = tx.update(grads, opt_state, params)
     carry = jax.lax.stop_gradient(carry)  # Truncated backpropagation through time.
     return optax.apply_updates(params, updates), opt_state, loss_sum + loss, loss, carry
@@ -140,7 +153,8 @@ def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> 
 def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config, stop: dict, checkpoints):
     """Runs the epoch's remaining steps (from state['epoch_step']) until done or asked to stop."""
     step_fn = functools.partial(
-        train_step, graphdef, tx=tx, seq_length=config.data.seq_length, objective=config.train.objective
+        train_step, graphdef, tx=tx, seq_length=config.data.seq_length, objective=config.train.objective,
+        dtype=config.train.dtype,
     )
     params, opt_state, loss_sum = state["params"], state["opt_state"], state["loss_sum"]
     carry = state["carry"] if config.train.stateful else None

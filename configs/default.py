@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.stateful = False  # Carry the LSTM state across consecutive windows (truncated BPTT).
     config.train.patience = 0  # Stop after this many epochs without a better val_loss; 0 = never.
     config.train.overfit_margin = 0.15  # Warn when val_loss exceeds train_loss by more (nats).
+    config.train.dtype = "float32"  # Compute dtype: 'bfloat16' for GPU/TPU mixed precision (params stay float32).
     config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
 
     config.eval = ml_collections.ConfigDict()

@@ -22,6 +22,7 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("data.val_fraction", 1.0, "in (0, 1)"),
     ("data.val_fraction", 0.0, "in (0, 1)"),
     ("train.objective", "some", "'all' or 'last'"),
+    ("train.dtype", "float16", "'float32' or 'bfloat16'"),
     ("sample.temperatures", (0.5, -1.0), "numbers >= 0"),
     ("sample.temperatures", ("abc",), "numbers >= 0"),
     ("sample.top_p", 0.0, "in (0, 1]"),

@@ -140,3 +140,14 @@ def test_without_stateful_every_window_starts_from_zeros(tiny_config, tmp_path):
     saved = checkpoints.restore_params(checkpoints.latest_step(), like=params)
     for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_mixed_precision_trains_without_nan(tiny_config, tmp_path):
+    tiny_config.train.dtype = "bfloat16"
+    metrics = train_and_evaluate(tiny_config, tmp_path)
+    assert all(np.isfinite([m["train_loss"], m["val_loss"]]).all() for m in metrics)
+    assert metrics[1]["val_loss"] < metrics[0]["val_loss"]
+    saved = Checkpoints(tmp_path, read_only=True)
+    like = split_model(train.create_model(tiny_config, data.load_corpus(tiny_config.data).vocab.size))[1]
+    params = saved.restore_params(saved.latest_step(), like=like)
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype("float32")}
