@@ -37,8 +37,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
             _fail(field, value, "an integer >= 1")
     if not 0 < config.data.val_fraction < 1:
         _fail("data.val_fraction", config.data.val_fraction, "in (0, 1)")
-    if config.data.max_chars < 0:
-        _fail("data.max_chars", config.data.max_chars, ">= 0 (0 = all)")
+    for field in ("data.max_chars", "eval.max_chars"):
+        if _get(config, field) < 0:
+            _fail(field, _get(config, field), ">= 0 (0 = all)")
     if not config.train.learning_rate > 0:
         _fail("train.learning_rate", config.train.learning_rate, "> 0")
     if config.train.schedule not in ("constant", "cosine"):

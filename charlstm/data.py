@@ -1,13 +1,18 @@
 """Text to character ids: reading, cleaning, the vocabulary, the split and batches.
 
-The corpus stays one int32 array; windows are sliced from it per batch, never
-materialised as one-hot tensors.
+The corpus stays one array of ids, one byte per character for vocabularies of
+up to 256; windows are sliced from it per batch, never materialised as one-hot
+tensors. A corpus is read, cleaned and encoded in pieces of CHUNK_BYTES, so
+one of hundreds of MB needs little more memory than its ids.
 """
 
+import codecs
 import dataclasses
 import hashlib
 import json
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -20,6 +25,8 @@ from charlstm.errors import CharLSTMError
 
 # A text may have a few bad bytes (decoded as U+FFFD); more than this share means it is not text.
 MAX_UNDECODABLE_SHARE = 0.01
+# Bytes read and decoded at a time: bounds the memory reading a corpus takes, whatever its size.
+CHUNK_BYTES = 1 << 24
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,33 +39,62 @@ class RawText:
     replaced: int  # Undecodable bytes replaced by U+FFFD.
 
 
-def read_text(path: str | Path) -> RawText:
-    """Reads a text file as UTF-8: CRLF and CR become LF, a BOM is dropped, bad bytes become U+FFFD.
+class TextFile:
+    """A text file read in pieces as UTF-8: CRLF and CR become LF, a BOM is dropped, bad bytes become U+FFFD.
 
     Refuses files that are not text: any NUL byte, or more than
-    MAX_UNDECODABLE_SHARE undecodable bytes.
+    MAX_UNDECODABLE_SHARE undecodable bytes. After a full pass of `pieces()`,
+    `sha256`, `n_bytes` and `replaced` describe the whole file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise CharLSTMError(f"corpus file {str(path)!r} does not exist: check data.path")
-    if path.is_dir():
-        raise CharLSTMError(f"corpus path {str(path)!r} is a directory: give a text file")
-    raw = path.read_bytes()
-    if not raw:
-        raise CharLSTMError(f"corpus file {str(path)!r} is empty: give a text file with content")
-    if b"\x00" in raw:
-        raise CharLSTMError(f"{str(path)!r} contains NUL bytes, so it is not text: give a UTF-8 text file")
-    digest, n_bytes = hashlib.sha256(raw).hexdigest(), len(raw)
-    text = raw.decode("utf-8", errors="replace")
-    del raw  # Large corpora: hold as few copies as possible.
-    replaced = text.count("\ufffd")
-    if replaced > MAX_UNDECODABLE_SHARE * n_bytes:
-        raise CharLSTMError(
-            f"{str(path)!r} has {replaced} undecodable bytes of {n_bytes}, so it is not UTF-8 "
-            "text: convert it to UTF-8 (e.g. iconv -t utf-8)"
-        )
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    return RawText(text, digest, n_bytes, replaced)
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CharLSTMError(f"corpus file {str(self.path)!r} does not exist: check data.path")
+        if self.path.is_dir():
+            raise CharLSTMError(f"corpus path {str(self.path)!r} is a directory: give a text file")
+        if not self.path.stat().st_size:
+            raise CharLSTMError(f"corpus file {str(self.path)!r} is empty: give a text file with content")
+        self.sha256, self.n_bytes, self.replaced = "", 0, 0
+
+    def pieces(self) -> Iterator[str]:
+        """The decoded, normalised text in pieces that end at line breaks, so no CRLF is split and
+        lowercasing (which reads a final sigma in context) sees whole lines; only a line longer than
+        CHUNK_BYTES characters is cut."""
+        decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")  # -sig: drops a BOM.
+        digest, self.n_bytes, self.replaced, pending = hashlib.sha256(), 0, 0, ""
+        with open(self.path, "rb") as f:
+            while block := f.read(CHUNK_BYTES):
+                if b"\x00" in block:
+                    raise CharLSTMError(
+                        f"{str(self.path)!r} contains NUL bytes, so it is not text: give a UTF-8 text file"
+                    )
+                digest.update(block)
+                self.n_bytes += len(block)
+                text = pending + decoder.decode(block)
+                cut = text.rfind("\n") + 1  # After the last line break.
+                if not cut and len(text) >= CHUNK_BYTES:  # A line longer than a block: all but a final CR.
+                    cut = len(text) - text.endswith("\r")
+                text, pending = text[:cut], text[cut:]
+                yield self._normalise(text)
+        yield self._normalise(pending + decoder.decode(b"", final=True))
+        self.sha256 = digest.hexdigest()
+        if self.replaced > MAX_UNDECODABLE_SHARE * self.n_bytes:
+            raise CharLSTMError(
+                f"{str(self.path)!r} has {self.replaced} undecodable bytes of {self.n_bytes}, so it is not UTF-8 "
+                "text: convert it to UTF-8 (e.g. iconv -t utf-8)"
+            )
+
+    def _normalise(self, text: str) -> str:
+        self.replaced += text.count("\ufffd")
+        return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_text(path: str | Path) -> RawText:
+    """The whole of a text file, read as TextFile reads it."""
+    file = TextFile(path)
+    text = "".join(file.pieces())
+    return RawText(text, file.sha256, file.n_bytes, file.replaced)
 
 
 def clean_text(text: str, keep_chars: str, lowercase: bool) -> str:
@@ -66,6 +102,13 @@ def clean_text(text: str, keep_chars: str, lowercase: bool) -> str:
     if keep_chars:
         text = re.sub(f"[^{keep_chars}]+", "", text)
     return text.lower() if lowercase else text
+
+
+def code_points(text: str) -> np.ndarray:
+    """The code point of each character `[len(text)]`: one byte each for ASCII text, else four."""
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii"), np.uint8)
+    return np.frombuffer(text.encode("utf-32-le"), np.uint32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,21 +125,26 @@ class Vocab:
     def size(self) -> int:
         return len(self.chars)
 
+    @property
+    def id_dtype(self) -> np.dtype:
+        """The smallest unsigned type that holds every id: uint8 up to 256 characters."""
+        return np.min_scalar_type(max(self.size - 1, 0))
+
     def missing(self, text: str) -> str:
         """The characters of `text` that have no id, sorted and unique."""
         return "".join(sorted(set(text) - set(self.chars)))
 
     def encode(self, text: str) -> np.ndarray:
         """Ids `[len(text)]` as int32; raises CharLSTMError on unknown characters."""
-        if unknown := self.missing(text):
-            raise CharLSTMError(
-                f"characters {unknown!r} are not in the vocabulary: remove them from the text"
-            )
-        table = np.full(max(map(ord, self.chars)) + 1, -1, np.int32)
+        codes = code_points(text)
+        table = np.full(max(max(map(ord, self.chars)), codes.max(initial=0)) + 1, -1, np.int32)
         table[[ord(c) for c in self.chars]] = np.arange(self.size, dtype=np.int32)
-        if text.isascii():  # One byte per character instead of four for large corpora.
-            return table[np.frombuffer(text.encode("ascii"), np.uint8)]
-        return table[np.frombuffer(text.encode("utf-32-le"), np.uint32)]
+        ids = table[codes]
+        if (ids < 0).any():
+            raise CharLSTMError(
+                f"characters {self.missing(text)!r} are not in the vocabulary: remove them from the text"
+            )
+        return ids
 
     def decode(self, ids) -> str:
         return "".join(self.chars[i] for i in np.asarray(ids).tolist())
@@ -114,8 +162,8 @@ class Corpus:
     """A cleaned corpus with its vocabulary and the contiguous train/val split."""
 
     vocab: Vocab
-    train_ids: np.ndarray  # [n_train] int32
-    val_ids: np.ndarray  # [n_val] int32
+    train_ids: np.ndarray  # [n_train] of vocab.id_dtype
+    val_ids: np.ndarray  # [n_val] of vocab.id_dtype
     source: str  # The file read.
     sha256: str
     n_bytes: int
@@ -135,15 +183,41 @@ def corpus_path(data: ml_collections.ConfigDict) -> Path:
     return corpora.builtin_corpus_path(data.corpus, data.dir)
 
 
+def cleaned_pieces(file: TextFile, data: ml_collections.ConfigDict) -> Iterator[str]:
+    """The file's text cleaned as `data` says, in pieces, cut after data.max_chars characters (0 = all).
+
+    Reads the whole file even past the limit, so its SHA-256 and checks cover all of it.
+    """
+    left = data.max_chars or None
+    for piece in file.pieces():
+        if left == 0:
+            continue
+        piece = clean_text(piece, data.keep_chars, data.lowercase)[:left]
+        left = None if left is None else left - len(piece)
+        yield piece
+
+
+def encode_file(file: TextFile, data: ml_collections.ConfigDict) -> tuple[Vocab, np.ndarray]:
+    """The vocabulary and the ids `[n]` of a cleaned file, in two passes over it: the characters
+    used, then the ids, written into one array of the smallest type that holds them."""
+    seen, n = np.zeros(sys.maxunicode + 1, bool), 0
+    for piece in cleaned_pieces(file, data):
+        seen[code_points(piece)] = True
+        n += len(piece)
+    vocab = Vocab("".join(map(chr, np.flatnonzero(seen))))
+    ids, at = np.empty(n, vocab.id_dtype), 0
+    for piece in cleaned_pieces(file, data):
+        ids[at : at + len(piece)] = vocab.encode(piece)
+        at += len(piece)
+    return vocab, ids
+
+
 def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
     """Reads, cleans, encodes and splits the corpus that `data` names."""
     path = corpus_path(data)
-    raw = read_text(path)
-    text = clean_text(raw.text, data.keep_chars, data.lowercase)
-    if data.max_chars:
-        text = text[: data.max_chars]
-    vocab = Vocab.from_text(text)
-    train_ids, val_ids = split_ids(vocab.encode(text), data.val_fraction)
+    file = TextFile(path)
+    vocab, ids = encode_file(file, data)
+    train_ids, val_ids = split_ids(ids, data.val_fraction)
     shortest = min(len(train_ids), len(val_ids))
     if shortest < data.seq_length + 1:
         raise CharLSTMError(
@@ -151,7 +225,7 @@ def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
             f"characters after cleaning; each needs at least seq_length+1="
             f"{data.seq_length + 1}: use a longer text or a smaller data.seq_length"
         )
-    return Corpus(vocab, train_ids, val_ids, str(path), raw.sha256, raw.n_bytes, raw.replaced)
+    return Corpus(vocab, train_ids, val_ids, str(path), file.sha256, file.n_bytes, file.replaced)
 
 
 def epoch_window_starts(
@@ -205,5 +279,5 @@ def steps_per_epoch(n_chars: int, seq_length: int, batch_size: int, objective: s
 
 
 def gather_windows(ids: jnp.ndarray, starts: jnp.ndarray, length: int) -> jnp.ndarray:
-    """Windows `[batch, length]` of `ids` beginning at `starts` `[batch]`; jit-friendly."""
-    return ids[starts[:, None] + jnp.arange(length)]
+    """Windows `[batch, length]` of `ids` beginning at `starts` `[batch]`, as int32 whatever the ids' storage type; jit-friendly."""
+    return ids[starts[:, None] + jnp.arange(length)].astype(jnp.int32)

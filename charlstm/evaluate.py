@@ -3,6 +3,7 @@
 Every character at position >= seq_length is predicted from exactly its
 preceding seq_length characters (a fresh LSTM state per window), so the
 number does not depend on batch size or on where windows happen to start.
+Each batch of windows is split over all devices (parallel.py).
 """
 
 import functools
@@ -15,6 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from charlstm import parallel
 from charlstm.data import gather_windows
 
 
@@ -28,17 +30,28 @@ def window_nll(graphdef: nnx.GraphDef, params, ids: jax.Array, starts: jax.Array
     return optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, -1])
 
 
+def limit(ids: np.ndarray, seq_length: int, max_chars: int) -> np.ndarray:
+    """The head of `ids` in which `max_chars` characters are scored (0 = all of `ids`): eval.max_chars."""
+    return ids[: seq_length + max_chars] if max_chars else ids
+
+
 def per_char_nll(graphdef: nnx.GraphDef, params, ids: np.ndarray, seq_length: int, batch_size: int) -> np.ndarray:
-    """NLL in nats `[len(ids) - seq_length]` of every id at position >= seq_length."""
+    """NLL in nats `[len(ids) - seq_length]` of every id at position >= seq_length.
+
+    `batch_size` is rounded up to a multiple of the device count, so every batch splits over all devices.
+    """
+    mesh = parallel.make_mesh()
+    batch_size = math.ceil(batch_size / mesh.size) * mesh.size
     count = len(ids) - seq_length
     starts = np.arange(math.ceil(count / batch_size) * batch_size, dtype=np.int32)
     starts[count:] = 0  # Padding rows repeat a valid window; they are dropped below.
-    device_ids = jnp.asarray(ids)
+    params = parallel.put(params, parallel.replicated(mesh))
+    device_ids = parallel.put(np.asarray(ids), parallel.replicated(mesh))
     parts = [
-        window_nll(graphdef, params, device_ids, batch, seq_length)
+        window_nll(graphdef, params, device_ids, parallel.put(batch, parallel.batch_sharding(mesh)), seq_length)
         for batch in starts.reshape(-1, batch_size)
     ]
-    return np.asarray(jnp.concatenate(parts))[:count]
+    return parallel.to_host(jnp.concatenate(parts))[:count]
 
 
 def mean_nll(graphdef: nnx.GraphDef, params, ids: np.ndarray, seq_length: int, batch_size: int) -> float:

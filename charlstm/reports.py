@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from tensorboardX import SummaryWriter
 
+from charlstm import parallel
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import RunFolder, flatten
 
@@ -101,7 +102,10 @@ def samples_markdown(metrics: list[dict], samples: list[dict]) -> str:
 
 
 def write_run_reports(workdir: str | Path) -> None:
-    """(Re)writes curves.png and samples.md of a run folder from its metrics.jsonl and samples.jsonl."""
+    """(Re)writes curves.png and samples.md of a run folder from its metrics.jsonl and samples.jsonl;
+    in a multi-process run only process 0 does."""
+    if not parallel.is_primary():
+        return
     run = RunFolder(workdir)
     metrics = run.read_metrics()
     if metrics:
@@ -115,7 +119,10 @@ def log_epoch_to_tensorboard(workdir: str | Path, metrics: dict, samples: dict) 
 
     Each call writes its own event file, which begins by purging steps >= its epoch: an
     epoch re-run after a crash replaces that epoch's earlier events instead of doubling them.
+    In a multi-process run only process 0 writes.
     """
+    if not parallel.is_primary():
+        return
     epoch = metrics["epoch"]
     logdir = str(Path(workdir) / TENSORBOARD_DIR)
     with SummaryWriter(logdir, purge_step=epoch, filename_suffix=f".epoch{epoch}") as writer:

@@ -1,4 +1,9 @@
-"""The files of a run folder besides checkpoints: config, vocab, run info, metrics, samples, lock."""
+"""The files of a run folder besides checkpoints: config, vocab, run info, metrics, samples, lock.
+
+In a multi-process run every process makes the same calls; only process 0
+locks and writes, and barriers make its writes visible before anyone reads
+(the folder must be on a filesystem all hosts share, as Orbax needs too).
+"""
 
 import contextlib
 import json
@@ -14,6 +19,7 @@ import jax
 import ml_collections
 
 from charlstm import config as config_lib
+from charlstm import parallel
 from charlstm.data import Corpus
 from charlstm.errors import CharLSTMError
 
@@ -69,7 +75,10 @@ class RunFolder:
 
     @contextlib.contextmanager
     def lock(self):
-        """Holds `.lock` while training; refuses a live holder, clears a dead one's."""
+        """Holds `.lock` while training (process 0 only); refuses a live holder, clears a dead one's."""
+        if not parallel.is_primary():
+            yield
+            return
         path = self.path / ".lock"
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(2):
@@ -115,6 +124,9 @@ class RunFolder:
 
     def write_setup(self, config: ml_collections.ConfigDict, corpus: Corpus, command: str) -> None:
         """Writes config.json and vocab.json, and appends this start to run_info.jsonl."""
+        parallel.sync("run_folder.setup")  # Every process has read the old setup (check_resumable).
+        if not parallel.is_primary():
+            return
         (self.path / "config.json").write_text(config_lib.to_json(config))
         (self.path / "vocab.json").write_text(corpus.vocab.to_json() + "\n")
         info = {
@@ -125,6 +137,7 @@ class RunFolder:
             "platform": platform.platform(),
             "packages": {name: metadata.version(name) for name in PACKAGES},
             "devices": [str(device) for device in jax.devices()],
+            "processes": jax.process_count(),
         }
         self._append("run_info.jsonl", info)
 
@@ -137,13 +150,18 @@ class RunFolder:
     def keep_metrics_through(self, epoch: int) -> None:
         """Drops metric lines of epochs after `epoch` (written just before a crash lost them)."""
         kept = [m for m in self.read_metrics() if m["epoch"] <= epoch]
-        (self.path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+        if parallel.is_primary():
+            (self.path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
 
     def append_metrics(self, metrics: dict) -> None:
+        """Appends an epoch's record; every process then reads the same metrics.jsonl."""
         self._append("metrics.jsonl", metrics)
+        parallel.sync("run_folder.metrics")
 
     def append_samples(self, record: dict) -> None:
         """Appends an epoch's samples to samples.txt (to read) and samples.jsonl (to process)."""
+        if not parallel.is_primary():
+            return
         with open(self.path / "samples.txt", "a") as f:
             f.write(f"=== epoch {record['epoch']}\n{format_samples(record)}\n")
         self._append("samples.jsonl", record)
@@ -152,6 +170,8 @@ class RunFolder:
         return self._read_jsonl("samples.jsonl")
 
     def _append(self, name: str, record: dict) -> None:
+        if not parallel.is_primary():
+            return
         with open(self.path / name, "a") as f:
             f.write(json.dumps(record) + "\n")
 

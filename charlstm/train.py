@@ -21,15 +21,22 @@ from flax import nnx
 from tqdm import tqdm
 
 from charlstm import config as config_lib
-from charlstm import data, evaluate, novelty, reports, sampling
+from charlstm import data, evaluate, novelty, parallel, reports, sampling
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import CharLSTMError, TrainingDiverged, TrainingInterrupted
-from charlstm.model import CharLSTM
+from charlstm.model import CharLSTM, State
 from charlstm.run_folder import RunFolder, format_samples
 
 
 # Independent random streams derived from config.seed.
 DROPOUT_STREAM, SAMPLE_STREAM = 1, 2
+
+
+def shardings() -> dict[str, jax.sharding.NamedSharding]:
+    """Where training puts its arrays on the mesh of all devices: 'batch' (window starts, the stateful
+    carry) split over the 'data' axis; 'replicated' (params, optimizer state, corpus ids) on every device."""
+    mesh = parallel.make_mesh()
+    return {"batch": parallel.batch_sharding(mesh), "replicated": parallel.replicated(mesh)}
 
 
 def create_model(config: ml_collections.ConfigDict, vocab_size: int) -> CharLSTM:
@@ -44,6 +51,16 @@ def split_model(model: CharLSTM) -> tuple[nnx.GraphDef, dict]:
     """The static graph and the parameters as a pure dict of arrays."""
     graphdef, params = nnx.split(model, nnx.Param)
     return graphdef, nnx.to_pure_dict(params)
+
+
+def placed_model(
+    config: ml_collections.ConfigDict, vocab_size: int, placement: dict
+) -> tuple[nnx.GraphDef, dict, State]:
+    """A new model's graph, its params replicated and a zero LSTM state `[batch, units]` split over the batch."""
+    model = create_model(config, vocab_size)
+    zero_carry = parallel.put(model.initial_state(config.train.batch_size), placement["batch"])
+    graphdef, params = split_model(model)
+    return graphdef, parallel.put(params, placement["replicated"]), zero_carry
 
 
 def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
@@ -123,6 +140,16 @@ def stop_requests():
             signal.signal(s, old)
 
 
+def should_stop(stop: dict, epoch_step: int, every: int) -> bool:
+    """Whether a stop was requested; with several processes they agree every `every` steps, so that
+    a signal to any of them stops all at the same step."""
+    if jax.process_count() > 1:
+        if epoch_step % every:
+            return False
+        stop["signal"] = parallel.any_process_signal(stop["signal"])
+    return stop["signal"] is not None
+
+
 def check_finite(loss: float, step: int, checkpoints: Checkpoints) -> None:
     if not math.isfinite(loss):
         best = checkpoints.best_step()
@@ -159,13 +186,15 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
     params, opt_state, loss_sum = state["params"], state["opt_state"], state["loss_sum"]
     carry = state["carry"] if config.train.stateful else None
     key = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
+    batch_sharding = shardings()["batch"]
     first, began = state["epoch_step"], time.perf_counter()
     i = first
     desc = f"epoch {state['epoch'] + 1}/{config.train.epochs}"
     with tqdm(initial=first, total=len(starts), desc=desc, unit="step", leave=False, disable=None) as bar:
-        while i < len(starts) and stop["signal"] is None:
+        while i < len(starts) and not should_stop(stop, i, config.train.log_every_steps):
+            batch = parallel.put(starts[i], batch_sharding)
             params, opt_state, loss_sum, loss, final_carry = step_fn(
-                params, opt_state, loss_sum, train_ids, starts[i], state["step"] + i - first, key, carry
+                params, opt_state, loss_sum, train_ids, batch, state["step"] + i - first, key, carry
             )
             if config.train.stateful:  # Otherwise every window starts from zeros.
                 carry = final_carry
@@ -188,9 +217,8 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
 
 def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus, config) -> dict:
     """The metrics.jsonl record of a finished epoch."""
-    val_loss = evaluate.mean_nll(
-        graphdef, state["params"], corpus.val_ids, config.data.seq_length, config.eval.batch_size
-    )
+    val_ids = evaluate.limit(corpus.val_ids, config.data.seq_length, config.eval.max_chars)
+    val_loss = evaluate.mean_nll(graphdef, state["params"], val_ids, config.data.seq_length, config.eval.batch_size)
     targets_per_window = config.data.seq_length if config.train.objective == "all" else 1
     return {
         "epoch": state["epoch"] + 1,
@@ -205,14 +233,18 @@ def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus
 
 def initial_state(params, tx, carry) -> dict:
     """Training state; `epoch` counts finished epochs, `epoch_step` steps into the next one,
-    `carry` is the LSTM state between windows in stateful training (zeros otherwise)."""
+    `carry` is the LSTM state between windows in stateful training (zeros otherwise).
+
+    New arrays are placed like `params`, so a checkpoint restores onto the devices training uses.
+    """
+    sharding = jax.tree.leaves(params)[0].sharding
     return {
         "params": params,
-        "opt_state": tx.init(params),
+        "opt_state": parallel.put(tx.init(params), sharding),
         "step": 0,
         "epoch": 0,
         "epoch_step": 0,
-        "loss_sum": jnp.zeros((), jnp.float32),
+        "loss_sum": parallel.put(np.zeros((), np.float32), sharding),
         "carry": carry,
         "epoch_seconds": 0.0,
     }
@@ -233,27 +265,29 @@ def window_starts(corpus: data.Corpus, config, epoch: int) -> np.ndarray:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, command: str = "") -> list[dict]:
-    """Trains (or resumes) the run in `workdir`; returns all epochs' metrics.
+    """Trains (or resumes) the run in `workdir` on all devices; returns all epochs' metrics.
 
-    `command` is recorded in run_info.jsonl so the run can be repeated.
+    `command` is recorded in run_info.jsonl so the run can be repeated. With
+    several processes every one calls this; only process 0 prints and writes files.
     """
     config_lib.validate(config)
-    corpus = data.load_corpus(config.data)
-    vocab = corpus.vocab
-    replaced = f" ({corpus.replaced} undecodable bytes replaced by U+FFFD)" if corpus.replaced else ""
-    print(
-        f"corpus {corpus.source}: {len(corpus.train_ids):,} train + {len(corpus.val_ids):,} "
-        f"validation characters, vocabulary of {vocab.size}: {vocab.chars!r}{replaced}"
-    )
-    run = RunFolder(workdir)
-    with run.lock(), stop_requests() as stop:
-        return _train(config, corpus, run, command, stop)
+    parallel.check_batch_size("train.batch_size", config.train.batch_size, parallel.make_mesh())
+    with parallel.quiet_unless_primary():
+        corpus = data.load_corpus(config.data)
+        vocab = corpus.vocab
+        replaced = f" ({corpus.replaced} undecodable bytes replaced by U+FFFD)" if corpus.replaced else ""
+        print(
+            f"corpus {corpus.source}: {len(corpus.train_ids):,} train + {len(corpus.val_ids):,} "
+            f"validation characters, vocabulary of {vocab.size}: {vocab.chars!r}{replaced}"
+        )
+        run = RunFolder(workdir)
+        with run.lock(), stop_requests() as stop:
+            return _train(config, corpus, run, command, stop)
 
 
 def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict) -> list[dict]:
-    model = create_model(config, corpus.vocab.size)
-    zero_carry = model.initial_state(config.train.batch_size)
-    graphdef, params = split_model(model)
+    placement = shardings()
+    graphdef, params, zero_carry = placed_model(config, corpus.vocab.size, placement)
     steps = data.steps_per_epoch(
         len(corpus.train_ids), config.data.seq_length, config.train.batch_size, config.train.objective
     )
@@ -269,7 +303,7 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
     if state["epoch"] >= config.train.epochs:
         print(f"already trained {state['epoch']} epochs: raise --config.train.epochs to go on")
 
-    train_ids = jnp.asarray(corpus.train_ids)
+    train_ids = parallel.put(corpus.train_ids, placement["replicated"])
     train_text = corpus.vocab.decode(corpus.train_ids)  # For the samples' novelty figures.
     meta = {"vocab": corpus.vocab.chars, "config": config.to_dict()}
     while state["epoch"] < config.train.epochs:

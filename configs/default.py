@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.train = ml_collections.ConfigDict()
     config.train.objective = "all"  # 'all': loss at every position; 'last': the lab's one target per window.
-    config.train.batch_size = 64  # Windows per step.
+    config.train.batch_size = 64  # Windows per step over all devices; a multiple of the device count.
     config.train.epochs = 30  # Passes over the training characters ('last': over all stride-1 windows).
     config.train.learning_rate = 1e-2  # Adam's peak step size.
     config.train.schedule = "constant"  # "constant", or "cosine": decay to 0 over the run's steps.
@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 256  # Validation windows per evaluation batch; memory only, not the result.
+    config.eval.max_chars = 0  # Score only the first N validation characters (bounds eval time on big corpora); 0 = all.
 
     config.sample = ml_collections.ConfigDict()
     config.sample.temperatures = (0.5, 1.2)  # One sample per temperature each epoch; 0 = greedy.

@@ -4,7 +4,8 @@
     python scripts/evaluate.py --workdir runs/obama --text some_speech.txt --tsv surprisal.tsv --html surprisal.html
 
 The metric is DESIGN.md's val_loss: every character at position >= data.seq_length,
-each predicted from exactly its preceding data.seq_length characters. A text
+each predicted from exactly its preceding data.seq_length characters (of the
+validation text, only the first eval.max_chars when that is set, as in training). A text
 file is cleaned as the training text was; characters the cleaning removes are
 dropped with a warning, characters it keeps that the run never saw are an
 error (--config.sample.oov=skip drops them). --tsv and --html write each
@@ -32,7 +33,8 @@ flags.mark_flags_as_required(["workdir"])
 def text_ids(run: runs.Run) -> tuple[str, np.ndarray]:
     """What to score: a name for it and its ids `[n]`, from --text or the run's validation split."""
     if not _TEXT.value:
-        return f"the validation text of {run.path}", run.corpus().val_ids
+        ids = evaluate.limit(run.corpus().val_ids, run.config.data.seq_length, run.config.eval.max_chars)
+        return f"the validation text of {run.path}", ids
     ids, warnings = run.encode(data.read_text(_TEXT.value).text, f"text of {_TEXT.value!r}")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -1,7 +1,10 @@
-"""Trains a character-level model; re-running the same command resumes.
+"""Trains a character-level model on all local devices; re-running the same command resumes.
 
     python scripts/train.py --config configs/obama.py
     python scripts/train.py --config configs/obama.py --config.train.epochs=3 --workdir runs/try
+
+Several processes (hosts): start the same command in each with --distributed
+(README, "Scaling out").
 """
 
 import shlex
@@ -10,17 +13,22 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from charlstm import cli
+from charlstm import cli, parallel
 from charlstm.train import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/obama.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; default runs/<config name>.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "One of several processes: start jax.distributed (also on when JAX_COORDINATOR_ADDRESS is set).",
+)
 flags.mark_flags_as_required(["config"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise cli.CharLSTMError(f"unexpected arguments {argv[1:]}: pass settings as --config.FIELD=VALUE")
+    parallel.initialize_distributed(_DISTRIBUTED.value)
     command = " ".join(shlex.quote(arg) for arg in sys.argv)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value or f"runs/{cli.config_name()}", command)
 

@@ -53,3 +53,8 @@ def test_a_corpus_too_short_after_cleaning_is_refused(tmp_path, data_dir):
 def test_a_missing_config_file_is_refused(tmp_path):
     result = run_script("train.py", "--config", "configs/no_such_config.py", "--workdir", str(tmp_path))
     assert_one_line_error(result, "no_such_config.py")
+
+
+def test_distributed_with_a_bad_setting_is_one_line(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    assert_one_line_error(train(tmp_path, data_dir, "--distributed"), "JAX_NUM_PROCESSES='two'")

@@ -1,6 +1,6 @@
 import pytest
 
-from charlstm import CharLSTMError
+from charlstm import CharLSTMError, data
 from charlstm import config as config_lib
 from tests.conftest import REPO
 
@@ -28,6 +28,7 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("sample.top_p", 0.0, "in (0, 1]"),
     ("sample.top_p", 1.5, "in (0, 1]"),
     ("sample.length", 0, ">= 1"),
+    ("eval.max_chars", -1, ">= 0"),
 ])
 def test_each_invalid_field_is_named_with_its_range(field, value, allowed):
     config = config_lib.from_file(REPO / "configs" / "tiny.py")
@@ -37,3 +38,9 @@ def test_each_invalid_field_is_named_with_its_range(field, value, allowed):
         config_lib.validate(config)
     message = str(error.value)
     assert f"{field}={value!r}" in message and allowed in message and "\n" not in message
+
+
+def test_text_file_config_needs_a_path():
+    config = config_lib.from_file(REPO / "configs" / "text_file.py")
+    with pytest.raises(CharLSTMError, match="--config.data.path"):
+        data.load_corpus(config.data)

@@ -1,3 +1,4 @@
+import hashlib
 import re
 
 import jax.numpy as jnp
@@ -5,6 +6,7 @@ import numpy as np
 import pytest
 
 from charlstm import CharLSTMError, data
+from tests.conftest import run_script
 
 LAB_KEEP = "\nA-Za-z0-9 ,.:;?!-"
 
@@ -119,3 +121,41 @@ def test_stream_windows_are_contiguous_across_steps():
     assert np.all(np.diff(starts[0]) == stream_length)  # Columns are disjoint streams.
     assert starts[-1, -1] + seq_length + 1 <= n
     assert starts[-1, 0] + seq_length + 1 <= starts[0, 1]  # No window crosses into the next stream.
+
+
+def whole_text_corpus(path, data_config) -> tuple[data.Vocab, np.ndarray]:
+    """The corpus as reading the whole file at once gives it: the reference for streaming."""
+    text = data.clean_text(data.read_text(path).text, data_config.keep_chars, data_config.lowercase)
+    text = text[: data_config.max_chars or None]
+    vocab = data.Vocab.from_text(text)
+    return vocab, vocab.encode(text)
+
+
+@pytest.mark.parametrize("keep_chars, lowercase, max_chars", [("", False, 0), (LAB_KEEP, True, 0), ("", True, 97)])
+def test_streaming_in_small_pieces_equals_reading_whole(tiny_config, tmp_path, monkeypatch, keep_chars, lowercase, max_chars):
+    path = tmp_path / "t.txt"
+    line = "Ünïcode — ΟΔΟΣ Σ line\r\nthe CR\rfollows;\n".encode()
+    long_line = b"a line longer than a block, " * 4 + b"\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + line * 40 + b"a bad byte: \xff\n" + long_line + line * 10 + b"no line break\r")
+    tiny_config.data.update(path=str(path), keep_chars=keep_chars, lowercase=lowercase, max_chars=max_chars, seq_length=5)
+    monkeypatch.setattr(data, "CHUNK_BYTES", 31)  # Blocks end inside CRLFs and multi-byte characters.
+    corpus = data.load_corpus(tiny_config.data)
+    vocab, ids = whole_text_corpus(path, tiny_config.data)
+    assert corpus.vocab == vocab
+    np.testing.assert_array_equal(np.concatenate([corpus.train_ids, corpus.val_ids]), ids)
+    assert corpus.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() and corpus.replaced == 1
+    assert corpus.train_ids.dtype == np.uint8
+
+
+def test_ids_take_the_smallest_type_that_holds_the_vocabulary():
+    assert data.Vocab("ab").id_dtype == np.uint8
+    assert data.Vocab("".join(map(chr, range(256)))).id_dtype == np.uint8
+    assert data.Vocab("".join(map(chr, range(300)))).id_dtype == np.uint16
+
+
+def test_memory_benchmark_runs_on_a_small_corpus():
+    result = run_script(
+        "benchmark_memory.py", "--mb=1", "--steps=1", "--eval_chars=10", "--config", "configs/tiny.py"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 MB corpus" in result.stdout and result.stdout.count("peak RSS") == 5

@@ -39,3 +39,10 @@ def test_surprisal_html_escapes_and_shades_each_scored_character():
     assert 'rgba(220,0,0,0.00)" title="0.00 bits">&gt;<' in page
     assert 'rgba(220,0,0,1.00)" title="8.00 bits">&amp;<' in page
     assert "\u21b5\n</span>" in page
+
+
+def test_max_chars_scores_only_the_first_characters():
+    ids, seq_length = np.arange(50), 5
+    assert len(evaluate.limit(ids, seq_length, 0)) == 50
+    limited = evaluate.limit(ids, seq_length, 12)
+    np.testing.assert_array_equal(limited, ids[:17])  # Context, then the 12 characters scored.

@@ -151,3 +151,12 @@ def test_bfloat16_mixed_precision_trains_without_nan(tiny_config, tmp_path):
     like = split_model(train.create_model(tiny_config, data.load_corpus(tiny_config.data).vocab.size))[1]
     params = saved.restore_params(saved.latest_step(), like=like)
     assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype("float32")}
+
+
+def test_eval_max_chars_bounds_the_validation_text(tiny_config, tmp_path, monkeypatch):
+    scored = []
+    monkeypatch.setattr(train.evaluate, "mean_nll", lambda graphdef, params, ids, *args: scored.append(len(ids)) or 2.0)
+    tiny_config.train.epochs = 1
+    tiny_config.eval.max_chars = 300
+    train_and_evaluate(tiny_config, tmp_path)
+    assert scored == [tiny_config.data.seq_length + 300]
