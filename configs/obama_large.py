@@ -35,4 +35,5 @@ def get_config():
     config.train.clip_norm = 1.0
     config.train.weight_decay = 0.1
     config.train.patience = 15
+    config.train.dtype = "bfloat16"  # Mixed precision: GPU/TPU matmuls in bfloat16, params in float32.
     return config

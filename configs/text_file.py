@@ -41,4 +41,5 @@ def get_config():
     config.train.log_every_steps = 100
     config.eval.batch_size = 1024
     config.eval.max_chars = 200_000
+    config.train.dtype = "bfloat16"  # Mixed precision: GPU/TPU matmuls in bfloat16, params in float32.
     return config
