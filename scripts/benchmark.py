@@ -15,7 +15,7 @@ model is freshly initialised in the Obama run's shape (128 LSTM units, 45
 characters, seq_length 100): speed does not depend on the weights.
 
 eval: characters per second of evaluate.mean_nll, the val_loss computation,
-on 25,000 random characters (about the Obama validation split).
+on --eval_chars random characters (default 25,000: about the Obama validation split).
 
 train: the real charlstm.train.train_step in --config's shapes (45 characters)
 on random windows: compile seconds, median seconds per step after warm-up,
@@ -54,8 +54,6 @@ BATCH_SIZES = (1, 64)
 OBAMA_VOCAB = 45
 # Train section: steps run before timing, and the random corpus that windows are cut from.
 WARMUP_STEPS, CORPUS_CHARS = 3, 1_000_000
-# Eval section: characters scored, about the Obama validation split.
-EVAL_CHARS = 25_000
 
 _SECTIONS = flags.DEFINE_multi_enum(
     "section", ["train", "eval", "generate"], ["train", "eval", "generate"], "Sections to run (default: all)."
@@ -71,6 +69,9 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Calls per method and batch size; 
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/obama.py", "Train section: config whose shapes to use.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Train section: windows per step; 0 = the config's.", lower_bound=0)
+_EVAL_CHARS = flags.DEFINE_integer(
+    "eval_chars", 25_000, "Eval section: characters scored (default: about the Obama validation split).", lower_bound=1
+)
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "Train section: timed steps; the median counts.", lower_bound=1)
 
 
@@ -152,11 +153,11 @@ def generate_section() -> dict:
 def eval_section() -> dict:
     """Characters per second of evaluate.mean_nll (how val_loss is computed) at the default eval batch size."""
     graphdef, params, vocab_size, seq_length = benchmark_model()
-    ids = np.random.default_rng(0).integers(vocab_size, size=EVAL_CHARS).astype(np.int32)
+    ids = np.random.default_rng(0).integers(vocab_size, size=seq_length + _EVAL_CHARS.value).astype(np.int32)
     batch_size = runs.default_config().eval.batch_size
     run = lambda: evaluate.mean_nll(graphdef, params, ids, seq_length, batch_size)
     run()
-    return {"eval_chars_per_second": EVAL_CHARS / fastest(run, _REPEATS.value)}
+    return {"eval_chars_per_second": _EVAL_CHARS.value / fastest(run, _REPEATS.value)}
 
 
 def median_seconds(run: Callable[[], Any], repeats: int) -> float:

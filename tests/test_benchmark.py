@@ -13,7 +13,7 @@ REPORTED = {
 def test_every_section_reports_positive_numbers():
     result = run_script(
         "benchmark.py", "--config", "configs/tiny.py", "--train_steps=2", "--repeats=1", "--length=5",
-        "--lab_length=2", "--json",
+        "--lab_length=2", "--eval_chars=500", "--json",
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
