@@ -52,6 +52,25 @@ def summary(texts: list[str], train_text: str) -> dict:
     }
 
 
+# Longest training text searched each epoch: every search scans it (about 0.3 s per sample at 20M chars).
+EPOCH_MAX_TRAIN_CHARS = 20_000_000
+
+
+def epoch_summary(texts: list[str], train_text: str | None) -> dict:
+    """summary() of an epoch's samples; None figures when `train_text` is None (too long to search each epoch)."""
+    return summary(texts, train_text) if train_text is not None else {"longest_copy": None, "copied_share": None}
+
+
+def describe_summary(figures: dict) -> str:
+    """An epoch's figures in a few words, for the training log."""
+    if figures["longest_copy"] is None:
+        return f"novelty not computed (training text over {EPOCH_MAX_TRAIN_CHARS:,} chars)"
+    return (
+        f"longest copy {figures['longest_copy']} chars, "
+        f"{format_share(figures['copied_share'])} of {NGRAM}-grams copied"
+    )
+
+
 def format_share(share: float | None) -> str:
     """A copied share as a percentage; 'n/a' when the samples were shorter than NGRAM."""
     return "n/a" if share is None else f"{share:.0%}"

@@ -231,6 +231,13 @@ def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus
     }
 
 
+def novelty_reference(corpus: data.Corpus) -> str | None:
+    """The training text that each epoch's samples are searched in, or None when it is too long to search."""
+    if len(corpus.train_ids) > novelty.EPOCH_MAX_TRAIN_CHARS:
+        return None
+    return corpus.vocab.decode(corpus.train_ids)
+
+
 def initial_state(params, tx, carry) -> dict:
     """Training state; `epoch` counts finished epochs, `epoch_step` steps into the next one,
     `carry` is the LSTM state between windows in stateful training (zeros otherwise).
@@ -304,7 +311,7 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
         print(f"already trained {state['epoch']} epochs: raise --config.train.epochs to go on")
 
     train_ids = parallel.put(corpus.train_ids, placement["replicated"])
-    train_text = corpus.vocab.decode(corpus.train_ids)  # For the samples' novelty figures.
+    train_text = novelty_reference(corpus)
     meta = {"vocab": corpus.vocab.chars, "config": config.to_dict()}
     while state["epoch"] < config.train.epochs:
         starts = window_starts(corpus, config, state["epoch"] + 1)
@@ -321,13 +328,12 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
         check_finite(float(state["loss_sum"]), state["step"], checkpoints)
         metrics = epoch_metrics(state, starts, graphdef, corpus, config)
         samples = epoch_samples(graphdef, state["params"], corpus, config, metrics["epoch"])
-        metrics.update(novelty.summary([s["text"] for s in samples["samples"]], train_text))
+        metrics.update(novelty.epoch_summary([s["text"] for s in samples["samples"]], train_text))
         print(
             f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}  "
             f"val_loss {metrics['val_loss']:.4f}  val_bpc {metrics['val_bpc']:.4f}  "
             f"{metrics['seconds']:.1f}s  {metrics['chars_per_second']:,.0f} chars/s  "
-            f"samples: longest copy {metrics['longest_copy']} chars, "
-            f"{novelty.format_share(metrics['copied_share'])} of {novelty.NGRAM}-grams copied\n"
+            f"samples: {novelty.describe_summary(metrics)}\n"
             f"{format_samples(samples)}"
         )
         run.append_metrics(metrics)

@@ -12,11 +12,13 @@ Measured on a 2-core CPU (the command above, with these values given as
 nats) at epoch 56 after 357 s of training; val_bpc first at most 2.00 at
 epoch 34, after 236 s. The count-based bar on the same split,
 `python scripts/baseline.py --config configs/obama.py`, is 1.83 (Kneser-Ney,
-order 12): this model does not reach it yet. Each epoch also spends about
-9 s on the exact validation metric (every validation character scored from
-its own 100-character window); the whole command took 31 minutes with other
-work on the same cores and eval.batch_size 1024 (now 256: peak RSS 4.2 GiB
-then, about 1.2 GiB at 256).
+order 12): this model does not reach it yet. Each epoch also spends 20-30 s
+on the exact validation metric (every validation character scored from its
+own 100-character window, through 256 units), so the whole command takes
+about half an hour: 31 minutes measured with other work on the same cores.
+Peak RSS 4.2 GiB with eval.batch_size 1024 at the time; at the default
+of 256 one epoch of this config peaked at 1.2 GiB. --config.eval.max_chars
+scores fewer validation characters when time matters more than the number.
 """
 
 from pathlib import Path

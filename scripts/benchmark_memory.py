@@ -9,8 +9,9 @@ with some upper case and non-ASCII characters for the cleaning to handle), then
 does on it what training does: data.load_corpus (read, cleaned and encoded in
 pieces), the training ids onto every device, the first epoch's window starts,
 --steps steps of train.train_epoch, one evaluation of --eval_chars validation
-characters (eval.max_chars: evaluation time grows with it, its memory does not)
-and a checkpoint. Prints the seconds of each phase and the process's peak
+characters (eval.max_chars: evaluation time grows with it, its memory does not),
+the epoch's samples with their novelty figures (which search the decoded
+training text) and a checkpoint. Prints the seconds of each phase and the process's peak
 resident memory (ru_maxrss) after it. The target for 200 MB with
 configs/default.py's model: under 2 GiB.
 """
@@ -24,7 +25,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from charlstm import cli, data, parallel, train
+from charlstm import cli, data, novelty, parallel, train
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import CharLSTMError
 
@@ -74,6 +75,9 @@ def measure(config, folder: Path) -> dict:
     phase("train_steps")
     metrics = train.epoch_metrics(state, starts, graphdef, corpus, config)
     phase("evaluate")
+    samples = train.epoch_samples(graphdef, state["params"], corpus, config, 1)
+    novelty.epoch_summary([s["text"] for s in samples["samples"]], train.novelty_reference(corpus))
+    phase("samples_novelty")
     checkpoints.save(state["step"], state, {"vocab": corpus.vocab.chars}, metrics["val_loss"])
     phase("checkpoint")
     return {"train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids), "vocab": corpus.vocab.size,

@@ -32,3 +32,12 @@ def test_summary_takes_the_longest_copy_and_the_mean_share():
     shares = [novelty.novelty(t, TRAIN).copied_share for t in texts[:2]]
     assert summary == {"longest_copy": 28, "copied_share": sum(shares) / 2}
     assert novelty.summary([], TRAIN) == {"longest_copy": 0, "copied_share": None}
+
+
+def test_an_epoch_without_a_searchable_training_text_has_no_figures():
+    figures = novelty.epoch_summary(["some sample text"], None)
+    assert figures == {"longest_copy": None, "copied_share": None}
+    assert "not computed" in novelty.describe_summary(figures)
+    assert novelty.describe_summary(novelty.epoch_summary(["abcabc"], "xxabcx")) == (
+        "longest copy 3 chars, n/a of 20-grams copied"
+    )
