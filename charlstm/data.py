@@ -150,10 +150,8 @@ class Vocab:
         """The text of ids `[n]`, through a table of code points: no Python object per character."""
         ids = np.asarray(ids)
         ids = ids if ids.dtype.kind in "iu" else ids.astype(np.int64)  # [] arrives as float64.
-        codes = np.array([ord(c) for c in self.chars], np.uint32)
-        if codes.max(initial=0) < 128:
-            return codes.astype(np.uint8)[ids].tobytes().decode("ascii")
-        return codes[ids].tobytes().decode("utf-32-le")
+        codes = code_points(self.chars)[ids]
+        return codes.tobytes().decode("ascii" if codes.dtype == np.uint8 else "utf-32-le")
 
     def to_json(self) -> str:
         return json.dumps({"chars": self.chars})
