@@ -26,7 +26,7 @@ def window_nll(graphdef: nnx.GraphDef, params, ids: jax.Array, starts: jax.Array
     model = nnx.merge(graphdef, params)
     windows = gather_windows(ids, starts, seq_length + 1)
     hs, _ = model.features(windows[:, :-1])
-    logits = model.head(hs[:, -1])
+    logits = model.head(hs[-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits, windows[:, -1])
 
 

@@ -48,18 +48,19 @@ CELLS = {"lstm": (4, lstm_cell, 2), "gru": (3, gru_cell, 1), "rnn": (1, rnn_cell
 
 
 def scan_cell(cell, recurrent_kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> tuple[jax.Array, Carry]:
-    """Runs `cell` over time: `x_proj` `[batch, time, gates*units]` -> hs `[batch, time, units]`."""
+    """Runs `cell` over time: `x_proj` `[time, batch, gates*units]` -> hs `[time, batch, units]`."""
 
     def step(carry, x_t):
         carry = cell(recurrent_kernel, carry, x_t)
         return carry, carry[0]
 
-    carry, hs = jax.lax.scan(step, carry, jnp.swapaxes(x_proj, 0, 1))
-    return jnp.swapaxes(hs, 0, 1), carry
+    carry, hs = jax.lax.scan(step, carry, x_proj)
+    return hs, carry
 
 
-# The LSTM layers' scan: a hand-written backward pass, 1.1-1.5x faster per step on CPU at batch 64 than autodiff
-# through scan_cell(lstm_cell, ...), with the same values (scripts/benchmark.py, tests/test_fused_lstm.py).
+# The LSTM layers' scan: a hand-written backward pass with the same values as autodiff through
+# scan_cell(lstm_cell, ...) (tests/test_fused_lstm.py); per step on CPU 1.5x faster at batch 256,
+# between 0.8x and 1.6x at batch 64 depending on the run (scripts/benchmark.py).
 lstm_scan = lstm_scan_fused
 
 
@@ -90,13 +91,17 @@ class RecurrentLayer(nnx.Module):
         return (jnp.zeros((batch_size, self.units)),) * CELLS[self.cell][2]
 
     def project(self, x: jax.Array) -> jax.Array:
-        """Input projection plus bias: ids `[batch, time]` or features `[batch, time, in]`."""
+        """Input projection plus bias: ids `[time, batch]` or features `[time, batch, in]`.
+
+        For ids the bias is added to the kernel's rows before the lookup: the same sums, and its
+        gradient is then a sum over vocabulary rows instead of over every time step and window.
+        """
         if jnp.issubdtype(x.dtype, jnp.integer):
-            return self.input_kernel[...][x] + self.bias[...]
+            return (self.input_kernel[...] + self.bias[...])[x]
         return x @ self.input_kernel[...] + self.bias[...]
 
     def __call__(self, x: jax.Array, carry: Carry, recurrent_kernel: jax.Array | None = None):
-        """hs `[batch, time, units]` and the final carry; `recurrent_kernel` overrides (DropConnect)."""
+        """Time-major: hs `[time, batch, units]` and the final carry; `recurrent_kernel` overrides (DropConnect)."""
         kernel = self.recurrent_kernel[...] if recurrent_kernel is None else recurrent_kernel
         if self.cell == "lstm":
             return lstm_scan(kernel, carry, self.project(x))
@@ -132,9 +137,11 @@ class CharLSTM(nnx.Module):
     def features(
         self, ids: jax.Array, state: State | None = None, dropout_key: jax.Array | None = None
     ) -> tuple[jax.Array, State]:
-        """Top-layer outputs `[batch, time, units]` (dropped out when training) and the final state."""
+        """Top-layer outputs, time-major `[time, batch, units]` (dropped out when training), and the final
+        state for ids `[batch, time]`. Time-major, the scans need no transposes of large arrays."""
         state = self.initial_state(ids.shape[0]) if state is None else state
-        x = ids if self.embed is None else self.embed(ids)
+        time_major = jnp.swapaxes(ids, 0, 1)  # ids `[batch, time]`, or one-hot rows `[batch, time, vocab]`.
+        x = time_major if self.embed is None else self.embed(time_major)
         training = dropout_key is not None
         keys = jax.random.split(dropout_key, 2 * len(self.layers)) if training else [None] * (2 * len(self.layers))
         new_state = []
@@ -145,12 +152,13 @@ class CharLSTM(nnx.Module):
                 kernel = dropout(keys[2 * i], w, self.weight_dropout, w.shape)
             x, carry = layer(x, carry, kernel)
             if training and self.dropout:
-                x = dropout(keys[2 * i + 1], x, self.dropout, (x.shape[0], 1, x.shape[2]))
+                x = dropout(keys[2 * i + 1], x, self.dropout, (1, *x.shape[1:]))
             new_state.append(carry)
         return x, tuple(new_state)
 
     def __call__(
         self, ids: jax.Array, state: State | None = None, dropout_key: jax.Array | None = None
     ) -> tuple[jax.Array, State]:
+        """Logits `[batch, time, vocab]` for ids `[batch, time]`, and the final state."""
         hs, state = self.features(ids, state, dropout_key)
-        return self.head(hs), state
+        return jnp.swapaxes(self.head(hs), 0, 1), state

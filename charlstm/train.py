@@ -95,9 +95,9 @@ def loss_fn(
     model = nnx.merge(graphdef, in_dtype(params, dtype))
     hs, carry = model.features(windows[:, :-1], None if carry is None else in_dtype(carry, dtype), dropout_key)
     if objective == "all":
-        logits, targets = model.head(hs), windows[:, 1:]
+        logits, targets = model.head(hs), windows[:, 1:].T  # Time-major, as hs.
     else:
-        logits, targets = model.head(hs[:, -1]), windows[:, -1]
+        logits, targets = model.head(hs[-1]), windows[:, -1]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets).mean()
     return loss, in_dtype(carry, "float32")
 

@@ -15,14 +15,14 @@ reference_scan = functools.partial(model.scan_cell, model.lstm_cell)
 
 
 def random_problem(batch=3, time=7, units=5, dtype=jnp.float32, seed=0):
-    """Kernel `[units, 4*units]`, carry (h, c) `[batch, units]`, x_proj `[batch, time, 4*units]`, and
-    random cotangents for hs `[batch, time, units]` and the final (h, c)."""
+    """Kernel `[units, 4*units]`, carry (h, c) `[batch, units]`, x_proj `[time, batch, 4*units]`, and
+    random cotangents for hs `[time, batch, units]` and the final (h, c)."""
     k = jax.random.split(jax.random.key(seed), 7)
     normal = lambda key, shape, scale=1.0: (scale * jax.random.normal(key, shape)).astype(dtype)
     kernel = normal(k[0], (units, 4 * units), 0.5)
     carry = (normal(k[1], (batch, units)), normal(k[2], (batch, units)))
-    x_proj = normal(k[3], (batch, time, 4 * units), 2.0)
-    cotangents = (normal(k[4], (batch, time, units)), (normal(k[5], (batch, units)), normal(k[6], (batch, units))))
+    x_proj = normal(k[3], (time, batch, 4 * units), 2.0)
+    cotangents = (normal(k[4], (time, batch, units)), (normal(k[5], (batch, units)), normal(k[6], (batch, units))))
     return kernel, carry, x_proj, cotangents
 
 
@@ -80,5 +80,15 @@ def test_charlstm_loss_gradients_equal_autodiff(monkeypatch, stateful):
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, state)
 
     expected, actual = value_and_grads(reference_scan), value_and_grads(lstm_scan_fused)
+    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("time", [1, 6])
+def test_outputs_without_gradients_equal_the_cell_scan(time):
+    """Evaluation calls the scan without differentiating it: the same hs and final (h, c)."""
+    kernel, carry, x_proj, _ = random_problem(batch=2, time=time, units=3, seed=2)
+    expected = reference_scan(kernel, carry, x_proj)
+    actual = jax.jit(lstm_scan_fused)(kernel, carry, x_proj)
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

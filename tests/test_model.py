@@ -15,7 +15,7 @@ def test_output_shapes():
     assert logits.shape == (3, 7, 11)
     assert len(state) == 2 and all(h.shape == c.shape == (3, 16) for h, c in state)
     hs, _ = model.features(ids)
-    assert hs.shape == (3, 7, 16)
+    assert hs.shape == (7, 3, 16)  # Time-major.
 
 
 def test_cell_equals_the_textbook_lstm():
