@@ -1,6 +1,9 @@
 """scripts/benchmark.py runs every section and reports the fields README and notes quote."""
 
+import importlib.util
 import json
+
+import pytest
 
 from tests.conftest import run_script
 
@@ -22,3 +25,14 @@ def test_every_section_reports_positive_numbers():
     numbers += [*report["generate_chars_per_second"].values(), *report["generate_chars_per_second_lab_method"].values()]
     assert all(n > 0 for n in numbers)
     assert report["train_step_seconds_autodiff_lstm"] > 0  # The tiny config's cell is an LSTM.
+
+
+def test_keras_lab_benchmark_without_tensorflow_says_where_to_run_it():
+    """TensorFlow is not a charlstm dependency: the Keras lab's benchmark exits with one line saying what to do."""
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("TensorFlow is installed here")
+    result = run_script("benchmark_keras_lab.py")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "TensorFlow is not installed here: run this script from its own environment (see its docstring)"
+    ]
