@@ -4,21 +4,26 @@ Same arguments, results and mathematics as autodiff through `lax.scan` of the
 cell (model.scan_cell of model.lstm_cell, which tests compare against). Arrays are
 time-major `[time, batch, ...]`, so each step reads and writes contiguous rows.
 Autodiff through `lax.scan` saves every intermediate and, per step, runs the
-recurrent-weight gradient as a small matmul; here the forward scan keeps only the
-gate activations and cell states, the backward scan only carries (dh, dc) and
-emits each step's pre-activation gradient dz (computed inside the step, from that
-step's rows, rather than as whole-sequence arrays before it), and the recurrent-weight gradient is one
-large matmul `[units, time*batch] @ [time*batch, 4*units]` afterwards. dz is
+recurrent-weight gradient as a small matmul; here the forward pass keeps only the
+gate activations and cell states, the backward pass only carries (dh, dc) and
+emits each step's pre-activation gradient dz, and the recurrent-weight gradient is
+one large matmul `[units, time*batch] @ [time*batch, 4*units]` afterwards. dz is
 also the gradient of `x_proj`, so the caller's input gather and bias
 differentiate as before.
 
-The backward pass runs in the inputs' dtype (bfloat16 stays bfloat16, like
-autodiff would), except that the recurrent-weight gradient, a sum over
-time*batch terms, accumulates in float32 before the cast back.
+Two implementations of the training passes: on one CPU device in float32, the compiled
+kernel of charlstm.native_lstm (each time step one OpenBLAS matmul and one
+vectorised loop, no per-step dispatch); elsewhere (GPU, TPU, several devices,
+bfloat16, or where the kernel did not build), `lax.scan` in XLA. The XLA backward
+pass runs in the inputs' dtype (bfloat16 stays bfloat16, like autodiff would),
+except that the recurrent-weight gradient, a sum over time*batch terms,
+accumulates in float32 before the cast back.
 """
 
 import jax
 import jax.numpy as jnp
+
+from charlstm import native_lstm
 
 Carry = tuple[jax.Array, ...]  # (h, c) for an LSTM, (h,) for a GRU or RNN; each [batch, units].
 
@@ -55,19 +60,37 @@ def _forward(kernel: jax.Array, carry: Carry, xs: jax.Array, save: bool):
     return jax.lax.scan(step, carry, xs)
 
 
+def _use_native(*arrays: jax.Array) -> bool:
+    """Whether the compiled CPU kernel can serve: float32 only, one device (XLA cannot split the kernel's
+    work over devices, so data-parallel runs keep the XLA scan), and the kernel must have built."""
+    return all(x.dtype == jnp.float32 for x in arrays) and jax.device_count() == 1 and native_lstm.available()
+
+
+def _saving_forward(kernel: jax.Array, carry: Carry, x_proj: jax.Array):
+    """(hs, cs, gates) for the backward pass: the compiled kernel on CPU where it can serve, else XLA."""
+    scan = lambda kernel, carry, x_proj: _forward(kernel, carry, x_proj, save=True)[1]
+    if not _use_native(kernel, *carry, x_proj):
+        return scan(kernel, carry, x_proj)
+    native = lambda kernel, carry, x_proj: native_lstm.forward(kernel, *carry, x_proj)
+    return jax.lax.platform_dependent(kernel, carry, x_proj, cpu=native, default=scan)
+
+
 @jax.custom_vjp
 def lstm_scan_fused(kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> tuple[jax.Array, Carry]:
     """LSTM over time: `x_proj` `[time, batch, 4*units]` (bias included) -> hs `[time, batch, units]`
-    and the final (h, c), each `[batch, units]`; gates (i, f, g, o) as in model.lstm_cell."""
+    and the final (h, c), each `[batch, units]`; gates (i, f, g, o) as in model.lstm_cell.
+
+    Without differentiation (evaluation) this is the XLA scan that saves nothing: measured faster
+    there than the compiled kernel, which always writes the gates and cell states."""
     carry, hs = _forward(kernel, carry, x_proj, save=False)
     return hs, carry
 
 
 def _fused_fwd(kernel: jax.Array, carry: Carry, x_proj: jax.Array):
     """The forward pass, saving hs, cs and the gates for the backward pass."""
-    final, (hs, cs, gates) = _forward(kernel, carry, x_proj, save=True)
+    hs, cs, gates = _saving_forward(kernel, carry, x_proj)
     x_dtype = jnp.zeros(0, x_proj.dtype)  # Remembers x_proj's dtype for its cotangent (mixed inputs).
-    return (hs, final), (kernel, carry, x_dtype, hs, cs, gates)
+    return (hs, (hs[-1], cs[-1])), (kernel, carry, x_dtype, hs, cs, gates)
 
 
 def _gate_gradients(dh: jax.Array, dc_next: jax.Array, c: jax.Array, c_prev: jax.Array, gates: jax.Array):
@@ -85,10 +108,9 @@ def _gate_gradients(dh: jax.Array, dc_next: jax.Array, c: jax.Array, c_prev: jax
     return dz, dc * (0.5 + 0.5 * f)
 
 
-def _fused_bwd(residuals, cotangents):
-    """Reverse scan carrying (dh, dc) and emitting dz; then dW as one matmul and dx_proj = dz."""
-    kernel, carry, x_dtype, hs, cs, gates = residuals
-    d_hs, (d_h, d_c) = cotangents
+def _scan_backward(kernel, carry, hs, cs, gates, d_hs, d_h, d_c):
+    """XLA's backward pass: a reverse scan carrying (dh, dc) and emitting dz, then dW as one matmul
+    `[units, time*batch] @ [time*batch, 4*units]` summed in float32. Returns (dz, dW, dh0, dc0)."""
     kernel_t = kernel.T
 
     def step(grads, inputs):
@@ -103,6 +125,19 @@ def _fused_bwd(residuals, cotangents):
     d_kernel = jax.lax.dot_general(  # [units, time*batch] @ [time*batch, 4*units], summed in float32.
         h_prev, dz.reshape(h_prev.shape[0], -1), (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32
     )
+    return dz, d_kernel, d_h0, d_c0
+
+
+def _fused_bwd(residuals, cotangents):
+    """dW, d(h0, c0) and dx_proj = dz: from the compiled kernel on CPU where it can serve, else XLA."""
+    kernel, carry, x_dtype, hs, cs, gates = residuals
+    d_hs, (d_h, d_c) = cotangents
+    arguments = (kernel, carry, hs, cs, gates, d_hs, d_h, d_c)
+    if _use_native(kernel, *carry, hs, d_hs, d_h, d_c):
+        native = lambda kernel, carry, *rest: native_lstm.backward(kernel, *carry, *rest)
+        dz, d_kernel, d_h0, d_c0 = jax.lax.platform_dependent(*arguments, cpu=native, default=_scan_backward)
+    else:
+        dz, d_kernel, d_h0, d_c0 = _scan_backward(*arguments)
     d_carry = (d_h0.astype(carry[0].dtype), d_c0.astype(carry[1].dtype))
     return d_kernel.astype(kernel.dtype), d_carry, dz.astype(x_dtype.dtype)
 

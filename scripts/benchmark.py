@@ -21,11 +21,16 @@ train: the real charlstm.train.train_step in --config's shapes (45 characters)
 on random windows: compile seconds, median seconds per step after warm-up,
 characters per second, achieved matmul GFLOP/s and its share of a 2048^3
 float32 matmul's GFLOP/s measured in the same run, minor page faults per step
-and the process's peak resident memory; with PyTorch importable (the [bench]
-extra), the same step in torch (nn.LSTM on one-hot input, Linear head, Adam)
-and its time over ours; for an LSTM, the same step with autodiff through
-the scan instead of charlstm.fused_lstm's backward pass. Scripts tune glibc's malloc (charlstm.cli.keep_freed_memory);
-CHARLSTM_MALLOC=default in the environment measures without that tuning.
+and the process's peak resident memory. Side by side, in turns step by step
+(so that the shared machine's drifting speed affects all alike): for an LSTM,
+the same step with the LSTM's other implementations (charlstm.fused_lstm's XLA
+scan, which runs where the compiled kernel does not, and autodiff through the
+scan), and with PyTorch importable (the [bench] extra) the same step in torch
+(nn.LSTM on one-hot input, Linear head, Adam), each with its time over ours.
+native_lstm in the header says whether the compiled CPU kernel
+(charlstm.native_lstm) ran. Scripts tune glibc's malloc
+(charlstm.cli.keep_freed_memory); CHARLSTM_MALLOC=default in the environment
+measures without that tuning.
 """
 
 import functools
@@ -44,7 +49,7 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from charlstm import cli, evaluate, runs, sampling
+from charlstm import cli, evaluate, fused_lstm, native_lstm, runs, sampling
 from charlstm.errors import CharLSTMError
 from charlstm import model
 from charlstm.train import create_model, make_optimizer, split_model, train_step
@@ -184,54 +189,58 @@ def train_step_flops(config, vocab_size: int) -> float:
     return 3 * batch * (length * per_position + head_positions * 2 * m.units * vocab_size)
 
 
-def measure_train_step(config, vocab_size: int, steps: int) -> dict:
-    """Compile seconds, median seconds and minor page faults per step of charlstm.train.train_step
-    on random windows in `config`'s shapes (speed does not depend on the data)."""
+def compiled_train_step(config, vocab_size: int, steps: int) -> tuple[float, Callable[[int], Any]]:
+    """Compile seconds of charlstm.train.train_step in `config`'s shapes, and a function running its
+    step i (of WARMUP_STEPS + steps) on random windows (speed does not depend on the data)."""
     batch, length = config.train.batch_size, config.data.seq_length
     net = create_model(config, vocab_size)
-    carry = net.initial_state(batch) if config.train.stateful else None
     graphdef, params = split_model(net)
     tx = make_optimizer(config.train, WARMUP_STEPS + steps)
     rng = np.random.default_rng(config.seed)
     ids = jnp.asarray(rng.integers(vocab_size, size=CORPUS_CHARS), jnp.int32)
     starts = jnp.asarray(rng.integers(CORPUS_CHARS - length, size=(WARMUP_STEPS + steps, batch)), jnp.int32)
-    key, state = jax.random.key(config.seed), (params, tx.init(params), jnp.zeros((), jnp.float32))
+    key = jax.random.key(config.seed)
+    loop = {"state": (params, tx.init(params), jnp.zeros((), jnp.float32)),
+            "carry": net.initial_state(batch) if config.train.stateful else None}
     began = time.perf_counter()
     compiled = train_step.lower(
-        graphdef, *state, ids, starts[0], 0, key, carry, tx=tx, seq_length=length, objective=config.train.objective
+        graphdef, *loop["state"], ids, starts[0], 0, key, loop["carry"], tx=tx, seq_length=length,
+        objective=config.train.objective,
     ).compile()
     compile_seconds = time.perf_counter() - began
-    times = []
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for i in range(WARMUP_STEPS + steps):
-        if i == WARMUP_STEPS:
-            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        start = time.perf_counter()
-        *state, loss, final = compiled(*state, ids, starts[i], i, key, carry)
-        jax.block_until_ready(loss)
-        times.append(time.perf_counter() - start)
-        carry = final if config.train.stateful else None
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-    return {"compile_seconds": compile_seconds, "step_seconds": statistics.median(times[WARMUP_STEPS:]),
-            "page_faults_per_step": faults / steps}
+
+    def run(i: int) -> jax.Array:
+        *state, loss, final = compiled(*loop["state"], ids, starts[i], i, key, loop["carry"])
+        loop["state"], loop["carry"] = state, final if config.train.stateful else None
+        return loss
+
+    return compile_seconds, run
 
 
-def autodiff_lstm_step_seconds(config, vocab_size: int, steps: int) -> float:
-    """Median seconds per step with autodiff through lax.scan of the LSTM cell in place of
-    fused_lstm's hand-written backward pass: what that pass saves."""
-    fused = model.lstm_scan
-    model.lstm_scan = functools.partial(model.scan_cell, model.lstm_cell)
-    jax.clear_caches()  # Trace train_step again, with the autodiff scan.
-    try:
-        return measure_train_step(config, vocab_size, steps)["step_seconds"]
-    finally:
-        model.lstm_scan = fused
-        jax.clear_caches()
+def alternative_lstm_steps(config, vocab_size: int, steps: int) -> dict[str, Callable[[int], Any]]:
+    """The same step with the LSTM's other implementations in place of the default (the compiled CPU
+    kernel where it serves): fused_lstm's XLA scan with the hand-written backward pass, and autodiff
+    through lax.scan of the cell."""
+    alternatives = {
+        "xla_scan": (fused_lstm, "_use_native", lambda *arrays: False),
+        "autodiff": (model, "lstm_scan", functools.partial(model.scan_cell, model.lstm_cell)),
+    }
+    runs_ = {}
+    for name, (module, attribute, replacement) in alternatives.items():
+        original = getattr(module, attribute)
+        setattr(module, attribute, replacement)
+        jax.clear_caches()  # Trace train_step again, with the replacement.
+        try:
+            runs_[name] = compiled_train_step(config, vocab_size, steps)[1]
+        finally:
+            setattr(module, attribute, original)
+            jax.clear_caches()
+    return runs_
 
 
-def torch_train_step_seconds(config, vocab_size: int, steps: int) -> float | None:
-    """Median seconds of the same step in PyTorch (one-hot or embedded input, nn.LSTM/GRU/RNN, Linear
-    head, Adam) after warm-up, or None when torch is not installed."""
+def torch_train_step(config, vocab_size: int) -> Callable[[int], Any] | None:
+    """The same step in PyTorch (one-hot or embedded input, nn.LSTM/GRU/RNN, Linear head, Adam), or
+    None when torch is not installed."""
     try:
         import torch
     except ImportError:
@@ -246,7 +255,7 @@ def torch_train_step_seconds(config, vocab_size: int, steps: int) -> float | Non
     optimizer = torch.optim.Adam([p for module in modules for p in module.parameters()], config.train.learning_rate)
     windows = torch.randint(vocab_size, (batch, length + 1))
 
-    def step():
+    def step(i: int) -> None:
         inputs = windows[:, :-1]
         x = embed(inputs) if embed else torch.nn.functional.one_hot(inputs, vocab_size).float()
         hs, _ = rnn(x)
@@ -259,35 +268,58 @@ def torch_train_step_seconds(config, vocab_size: int, steps: int) -> float | Non
         loss.backward()
         optimizer.step()
 
-    for _ in range(WARMUP_STEPS):
-        step()
-    return median_seconds(step, steps)
+    return step
+
+
+def interleaved_steps(steps: dict[str, Callable[[int], Any]], count: int) -> dict[str, dict[str, float]]:
+    """Median seconds and minor page faults per step of each of `steps`, run in turns (step i of every
+    one, then step i + 1) after WARMUP_STEPS each: the machine's drifting speed then affects all alike."""
+    times = {name: [] for name in steps}
+    faults = dict.fromkeys(steps, 0)
+    for i in range(WARMUP_STEPS + count):
+        for name, step in steps.items():
+            faults_before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            jax.block_until_ready(step(i))
+            if i >= WARMUP_STEPS:
+                times[name].append(time.perf_counter() - start)
+                faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
+    return {name: {"seconds": statistics.median(times[name]), "page_faults": faults[name] / count} for name in steps}
 
 
 def train_section() -> dict:
-    """Speed of training in --config's shapes (--batch_size overrides), and PyTorch's when installed."""
+    """Speed of training in --config's shapes (--batch_size overrides), side by side with the LSTM's
+    other implementations and PyTorch's when installed."""
     config = _CONFIG.value.copy_and_resolve_references()
     config.train.batch_size = _BATCH_SIZE.value or config.train.batch_size
+    count = _TRAIN_STEPS.value
     peak = matmul_peak_gflops()
-    measured = measure_train_step(config, OBAMA_VOCAB, _TRAIN_STEPS.value)
-    seconds = measured["step_seconds"]
+    compile_seconds, default = compiled_train_step(config, OBAMA_VOCAB, count)
+    steps = {"default": default}
+    if config.model.cell == "lstm":
+        steps.update(alternative_lstm_steps(config, OBAMA_VOCAB, count))
+    torch_step = torch_train_step(config, OBAMA_VOCAB)
+    if torch_step is not None:
+        steps["torch"] = torch_step
+    measured = interleaved_steps(steps, count)
+    seconds = measured["default"]["seconds"]
     targets = config.data.seq_length if config.train.objective == "all" else 1
     gflops = train_step_flops(config, OBAMA_VOCAB) / seconds / 1e9
     results = {
         "train_batch_size": config.train.batch_size,
-        "train_compile_seconds": measured["compile_seconds"],
+        "train_compile_seconds": compile_seconds,
         "train_step_seconds": seconds,
         "chars_per_second": config.train.batch_size * targets / seconds,
         "gflops_per_second": gflops,
         "peak_gflops_per_second": peak,
         "share_of_peak": gflops / peak,
-        "train_page_faults_per_step": measured["page_faults_per_step"],
+        "train_page_faults_per_step": measured["default"]["page_faults"],
     }
-    if config.model.cell == "lstm":
-        autodiff = autodiff_lstm_step_seconds(config, OBAMA_VOCAB, _TRAIN_STEPS.value)
-        results.update(train_step_seconds_autodiff_lstm=autodiff, autodiff_over_fused=autodiff / seconds)
-    torch_seconds = torch_train_step_seconds(config, OBAMA_VOCAB, _TRAIN_STEPS.value)
-    if torch_seconds is not None:
+    for name in ("xla_scan", "autodiff"):
+        if name in measured:
+            other = measured[name]["seconds"]
+            results.update({f"train_step_seconds_{name}_lstm": other, f"{name}_over_default": other / seconds})
+    if "torch" in measured:
+        torch_seconds = measured["torch"]["seconds"]
         results.update(torch_train_step_seconds=torch_seconds, torch_over_jax=torch_seconds / seconds)
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
@@ -316,7 +348,7 @@ def main(argv: list[str]) -> None:
         results.update(SECTIONS[section]())
     setup = {"device": str(jax.devices()[0]), "jax": jax.__version__, "length": _LENGTH.value,
              "lab_length": _LAB_LENGTH.value, "repeats": _REPEATS.value,
-             "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned")}
+             "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned"), "native_lstm": native_lstm.available()}
     if _JSON.value:
         print(json.dumps({**setup, **results}))
     else:

@@ -24,7 +24,8 @@ def test_every_section_reports_positive_numbers():
     numbers = [report[k] for k in ("train_step_seconds", "chars_per_second", "eval_chars_per_second")]
     numbers += [*report["generate_chars_per_second"].values(), *report["generate_chars_per_second_lab_method"].values()]
     assert all(n > 0 for n in numbers)
-    assert report["train_step_seconds_autodiff_lstm"] > 0  # The tiny config's cell is an LSTM.
+    assert report["train_step_seconds_xla_scan_lstm"] > 0 and report["train_step_seconds_autodiff_lstm"] > 0  # An LSTM.
+    assert report["native_lstm"]  # The compiled CPU kernel built and ran.
 
 
 def test_keras_lab_benchmark_without_tensorflow_says_where_to_run_it():

@@ -7,11 +7,21 @@ import optax
 import pytest
 from flax import nnx
 
-from charlstm import model
+from charlstm import fused_lstm, model, native_lstm
 from charlstm.fused_lstm import lstm_scan_fused
 
 # The autodiff reference: jax.grad through lax.scan of model.lstm_cell.
 reference_scan = functools.partial(model.scan_cell, model.lstm_cell)
+
+
+@pytest.fixture(params=["native", "xla"])
+def path(request, monkeypatch):
+    """Runs a test on each implementation of lstm_scan_fused: the compiled CPU kernel and the XLA scan."""
+    if request.param == "native":
+        assert native_lstm.available(), "the compiled LSTM kernel did not build: see setup.py"
+    else:
+        monkeypatch.setattr(fused_lstm, "_use_native", lambda *arrays: False)
+    return request.param
 
 
 def random_problem(batch=3, time=7, units=5, dtype=jnp.float32, seed=0):
@@ -32,7 +42,7 @@ def outputs_and_grads(scan, kernel, carry, x_proj, cotangents):
     return outputs, vjp(cotangents)
 
 
-def test_outputs_and_gradients_equal_autodiff():
+def test_outputs_and_gradients_equal_autodiff(path):
     problem = random_problem()
     expected = outputs_and_grads(reference_scan, *problem)
     actual = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused))(*problem)
@@ -40,7 +50,7 @@ def test_outputs_and_gradients_equal_autodiff():
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_final_carry_cotangent_alone_reaches_every_input():
+def test_final_carry_cotangent_alone_reaches_every_input(path):
     """Stateful training and generation use the returned carry: its gradient must not be dropped."""
     kernel, carry, x_proj, (d_hs, d_carry) = random_problem(seed=1)
     cotangents = (jnp.zeros_like(d_hs), d_carry)
@@ -63,7 +73,7 @@ def test_bfloat16_keeps_dtypes_and_stays_close_to_float32():
 
 
 @pytest.mark.parametrize("stateful", [False, True])
-def test_charlstm_loss_gradients_equal_autodiff(monkeypatch, stateful):
+def test_charlstm_loss_gradients_equal_autodiff(monkeypatch, path, stateful):
     """The whole model (two layers, embedding-free input gather, head) trains on the same gradients."""
     net = model.CharLSTM(vocab_size=9, units=8, num_layers=2, rngs=nnx.Rngs(0))
     ids = jax.random.randint(jax.random.key(1), (4, 11), 0, 9)
@@ -92,3 +102,12 @@ def test_outputs_without_gradients_equal_the_cell_scan(time):
     actual = jax.jit(lstm_scan_fused)(kernel, carry, x_proj)
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype, kernel_runs", [(jnp.float32, True), (jnp.bfloat16, False)])
+def test_the_compiled_kernel_runs_for_float32_on_one_cpu(dtype, kernel_runs):
+    """Training and evaluation on one CPU device in float32 call the kernel; bfloat16 keeps the XLA scan."""
+    kernel, carry, x_proj, cotangents = random_problem(dtype=dtype)
+    program = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused)).lower(kernel, carry, x_proj, cotangents)
+    text = program.as_text()
+    assert (native_lstm.FORWARD in text and native_lstm.BACKWARD in text) == kernel_runs

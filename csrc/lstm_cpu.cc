@@ -1,0 +1,182 @@
+// The LSTM layer's time loop on CPU as two XLA FFI handlers, for charlstm.native_lstm.
+//
+// Same mathematics as charlstm.fused_lstm (gates i, f, g, o; sigmoid(x) = (1 + tanh(x/2)) / 2, so the
+// saved "gates" are the tanh of the scaled pre-activations), in float32, time-major. Each step is one
+// OpenBLAS sgemm plus one vectorised pass over the gates, with no per-step dispatch: on a 2-core CPU
+// this is what XLA's loop of small fused kernels could not reach (README, "Speed").
+#include <cblas.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// e^x for x in [-87, 87]: 2^n * e^r with n = round(x / ln 2) and |r| <= ln(2) / 2, e^r by its Taylor
+// polynomial of degree 7 (relative error below 1e-7). Written so that the compiler vectorises it.
+inline float exp_approx(float x) {
+  x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // Round to nearest: 1.5 * 2^23.
+  const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;  // ln 2 in two parts.
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+// tanh(x) = (e^2x - 1) / (e^2x + 1); |x| > 9 is 1 in float32. Absolute error about 1e-7.
+inline float tanh_approx(float x) {
+  x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
+  const float e = exp_approx(2.0f * x);
+  return (e - 1.0f) / (e + 1.0f);
+}
+
+// C[m, n] = alpha * op(A) @ op(B) + beta * C, row-major.
+inline void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
+                  float beta, float* c, int ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
+                    1.0f, a, lda, b, ldb, beta, c, ldc);
+}
+
+// One step's gates, in place: z [batch, 4*units] (x_proj + h @ kernel) -> their tanh; then c and h.
+void step_forward(int batch, int units, float* z, const float* c_prev, float* c, float* h) {
+  const int gates = 4 * units;
+  for (int b = 0; b < batch; ++b) {
+    float* __restrict zb = z + static_cast<size_t>(b) * gates;
+    for (int j = 0; j < 2 * units; ++j) zb[j] = tanh_approx(0.5f * zb[j]);  // i, f
+    for (int j = 2 * units; j < 3 * units; ++j) zb[j] = tanh_approx(zb[j]);  // g
+    for (int j = 3 * units; j < gates; ++j) zb[j] = tanh_approx(0.5f * zb[j]);  // o
+    const float* __restrict cp = c_prev + static_cast<size_t>(b) * units;
+    float* __restrict cb = c + static_cast<size_t>(b) * units;
+    float* __restrict hb = h + static_cast<size_t>(b) * units;
+    for (int u = 0; u < units; ++u) {
+      const float i = zb[u], f = zb[units + u], g = zb[2 * units + u], o = zb[3 * units + u];
+      cb[u] = (0.5f + 0.5f * f) * cp[u] + (0.5f + 0.5f * i) * g;
+      hb[u] = (0.5f + 0.5f * o) * tanh_approx(cb[u]);
+    }
+  }
+}
+
+// One step back, in place: the step's gates in z become dz, the gradient of its pre-activations.
+// dh holds the gradient reaching this step's h (from the output and later steps), dc that of its c;
+// dc becomes the gradient of the previous c. The caller turns dz into the previous step's dh.
+void step_backward(int batch, int units, float* z, const float* c, const float* c_prev, const float* dh, float* dc) {
+  const int gates = 4 * units;
+  for (int b = 0; b < batch; ++b) {
+    float* __restrict zb = z + static_cast<size_t>(b) * gates;
+    const float* __restrict cb = c + static_cast<size_t>(b) * units;
+    const float* __restrict cpb = c_prev + static_cast<size_t>(b) * units;
+    const float* __restrict dhb = dh + static_cast<size_t>(b) * units;
+    float* __restrict dcb = dc + static_cast<size_t>(b) * units;
+    for (int u = 0; u < units; ++u) {
+      const float i = zb[u], f = zb[units + u], g = zb[2 * units + u], o = zb[3 * units + u];
+      const float tanh_c = tanh_approx(cb[u]);
+      const float grad_c = dcb[u] + dhb[u] * (0.5f + 0.5f * o) * (1.0f - tanh_c * tanh_c);
+      // d tanh(s*z)/dz = s * (1 - t^2); d sigmoid = half of that: 0.25 for the gates scaled by 0.5.
+      zb[u] = grad_c * 0.25f * g * (1.0f - i * i);
+      zb[units + u] = grad_c * 0.25f * cpb[u] * (1.0f - f * f);
+      zb[2 * units + u] = grad_c * (0.5f + 0.5f * i) * (1.0f - g * g);
+      zb[3 * units + u] = dhb[u] * 0.25f * tanh_c * (1.0f - o * o);
+      dcb[u] = grad_c * (0.5f + 0.5f * f);
+    }
+  }
+}
+
+ffi::Error CheckShapes(int64_t time, int64_t batch, int64_t units, int64_t gates) {
+  if (time < 1 || batch < 1 || units < 1 || gates != 4 * units)
+    return ffi::Error::InvalidArgument("lstm: expected x_proj [time, batch, 4*units] and kernel [units, 4*units]");
+  return ffi::Error::Success();
+}
+
+// Forward over time. gates enters holding x_proj [time, batch, 4*units] (aliased) and leaves holding the
+// tanh of every gate; hs and cs [time, batch, units] get each step's h and c.
+ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                           ffi::Buffer<ffi::F32> x_proj, ffi::ResultBuffer<ffi::F32> hs,
+                           ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> gates) {
+  const auto dims = x_proj.dimensions();
+  const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0];
+  if (auto error = CheckShapes(time, batch, units, dims[2]); error.failure()) return error;
+  const size_t step_h = batch * units, step_z = 4 * step_h;
+  float* z = gates->typed_data();
+  if (z != x_proj.typed_data()) std::memcpy(z, x_proj.typed_data(), sizeof(float) * time * step_z);
+  float *h = hs->typed_data(), *c = cs->typed_data();
+  for (int64_t t = 0; t < time; ++t) {
+    const float* h_prev = t ? h + (t - 1) * step_h : h0.typed_data();
+    const float* c_prev = t ? c + (t - 1) * step_h : c0.typed_data();
+    float* z_t = z + t * step_z;
+    sgemm(false, false, batch, 4 * units, units, h_prev, units, kernel.typed_data(), 4 * units, 1.0f, z_t, 4 * units);
+    step_forward(batch, units, z_t, c_prev, c + t * step_h, h + t * step_h);
+  }
+  return ffi::Error::Success();
+}
+
+// Backward over time from the forward's hs, cs and gates. dz enters holding the gates (aliased) and
+// leaves holding the gradient of x_proj; dh0 and dc0 carry (dh, dc) back through time and end as the
+// gradient of the initial state; d_kernel is one sgemm over all steps at the end.
+ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                            ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gates,
+                            ffi::Buffer<ffi::F32> d_hs, ffi::Buffer<ffi::F32> d_h, ffi::Buffer<ffi::F32> d_c,
+                            ffi::ResultBuffer<ffi::F32> dz, ffi::ResultBuffer<ffi::F32> d_kernel,
+                            ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
+  const auto dims = gates.dimensions();
+  const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0], width = 4 * units;
+  if (auto error = CheckShapes(time, batch, units, dims[2]); error.failure()) return error;
+  const size_t step_h = batch * units, step_z = 4 * step_h;
+  float* z = dz->typed_data();
+  if (z != gates.typed_data()) std::memcpy(z, gates.typed_data(), sizeof(float) * time * step_z);
+  float *dh = dh0->typed_data(), *dc = dc0->typed_data();
+  std::memcpy(dh, d_h.typed_data(), sizeof(float) * step_h);
+  std::memcpy(dc, d_c.typed_data(), sizeof(float) * step_h);
+  const float *c = cs.typed_data(), *dh_out = d_hs.typed_data();
+  for (int64_t t = time - 1; t >= 0; --t) {
+    for (size_t k = 0; k < step_h; ++k) dh[k] += dh_out[t * step_h + k];
+    const float* c_prev = t ? c + (t - 1) * step_h : c0.typed_data();
+    step_backward(batch, units, z + t * step_z, c + t * step_h, c_prev, dh, dc);
+    sgemm(false, true, batch, units, width, z + t * step_z, width, kernel.typed_data(), width, 0.0f, dh, units);
+  }
+  // d_kernel = h0^T dz[0] + hs[:-1]^T dz[1:]: [units, batch] @ [batch, 4*units], then one large sgemm.
+  sgemm(true, false, units, width, batch, h0.typed_data(), units, z, width, 0.0f, d_kernel->typed_data(), width);
+  if (time > 1)
+    sgemm(true, false, units, width, (time - 1) * batch, hs.typed_data(), units, z + step_z, width, 1.0f,
+          d_kernel->typed_data(), width);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmForward, LstmForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmBackward, LstmBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

@@ -1,0 +1,24 @@
+"""Builds charlstm's CPU LSTM kernel (csrc/lstm_cpu.cc) against XLA's FFI headers and OpenBLAS's CBLAS header.
+
+Everything else is in pyproject.toml. The kernel is optional: where it cannot be compiled the package
+still installs and the LSTM runs as plain XLA (charlstm.native_lstm.available() says which).
+"""
+
+import jax.ffi
+import scipy_openblas32
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "charlstm._lstm_cpu",
+            ["csrc/lstm_cpu.cc"],
+            include_dirs=[jax.ffi.include_dir(), scipy_openblas32.get_include_dir()],
+            # Built on the machine that runs it, so it may use all of that CPU's vector instructions.
+            # OpenBLAS is not linked here: charlstm.native_lstm loads scipy_openblas32's copy first.
+            extra_compile_args=["-std=c++17", "-O3", "-march=native"],
+            language="c++",
+            optional=True,
+        )
+    ]
+)
