@@ -225,17 +225,17 @@ def alternative_lstm_steps(config, vocab_size: int, steps: int) -> dict[str, Cal
         "xla_scan": (fused_lstm, "_use_native", lambda *arrays: False),
         "autodiff": (model, "lstm_scan", functools.partial(model.scan_cell, model.lstm_cell)),
     }
-    runs_ = {}
+    alternative_runs = {}
     for name, (module, attribute, replacement) in alternatives.items():
         original = getattr(module, attribute)
         setattr(module, attribute, replacement)
         jax.clear_caches()  # Trace train_step again, with the replacement.
         try:
-            runs_[name] = compiled_train_step(config, vocab_size, steps)[1]
+            alternative_runs[name] = compiled_train_step(config, vocab_size, steps)[1]
         finally:
             setattr(module, attribute, original)
             jax.clear_caches()
-    return runs_
+    return alternative_runs
 
 
 def torch_train_step(config, vocab_size: int) -> Callable[[int], Any] | None:
