@@ -49,22 +49,44 @@ inline void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* 
                     1.0f, a, lda, b, ldb, beta, c, ldc);
 }
 
+// One batch row's c and h from its gates' tanh. Every array is a separate restrict parameter
+// (the gates are four slices of one row) so that the compiler vectorises the loop.
+void row_forward(int units, const float* __restrict i, const float* __restrict f, const float* __restrict g,
+                 const float* __restrict o, const float* __restrict c_prev, float* __restrict c, float* __restrict h) {
+  for (int u = 0; u < units; ++u) {
+    c[u] = (0.5f + 0.5f * f[u]) * c_prev[u] + (0.5f + 0.5f * i[u]) * g[u];
+    h[u] = (0.5f + 0.5f * o[u]) * tanh_approx(c[u]);
+  }
+}
+
 // One step's gates, in place: z [batch, 4*units] (x_proj + h @ kernel) -> their tanh; then c and h.
 void step_forward(int batch, int units, float* z, const float* c_prev, float* c, float* h) {
   const int gates = 4 * units;
   for (int b = 0; b < batch; ++b) {
-    float* __restrict zb = z + static_cast<size_t>(b) * gates;
+    float* zb = z + static_cast<size_t>(b) * gates;
     for (int j = 0; j < 2 * units; ++j) zb[j] = tanh_approx(0.5f * zb[j]);  // i, f
     for (int j = 2 * units; j < 3 * units; ++j) zb[j] = tanh_approx(zb[j]);  // g
     for (int j = 3 * units; j < gates; ++j) zb[j] = tanh_approx(0.5f * zb[j]);  // o
-    const float* __restrict cp = c_prev + static_cast<size_t>(b) * units;
-    float* __restrict cb = c + static_cast<size_t>(b) * units;
-    float* __restrict hb = h + static_cast<size_t>(b) * units;
-    for (int u = 0; u < units; ++u) {
-      const float i = zb[u], f = zb[units + u], g = zb[2 * units + u], o = zb[3 * units + u];
-      cb[u] = (0.5f + 0.5f * f) * cp[u] + (0.5f + 0.5f * i) * g;
-      hb[u] = (0.5f + 0.5f * o) * tanh_approx(cb[u]);
-    }
+    const size_t row = static_cast<size_t>(b) * units;
+    row_forward(units, zb, zb + units, zb + 2 * units, zb + 3 * units, c_prev + row, c + row, h + row);
+  }
+}
+
+// One batch row back, in place: the gates' tanh (i, f, g, o) become the gradients of their
+// pre-activations, and dc that of the previous c.
+void row_backward(int units, float* __restrict i, float* __restrict f, float* __restrict g, float* __restrict o,
+                  const float* __restrict c, const float* __restrict c_prev, const float* __restrict dh,
+                  float* __restrict dc) {
+  for (int u = 0; u < units; ++u) {
+    const float tanh_c = tanh_approx(c[u]);
+    const float grad_c = dc[u] + dh[u] * (0.5f + 0.5f * o[u]) * (1.0f - tanh_c * tanh_c);
+    // d tanh(s*z)/dz = s * (1 - t^2); d sigmoid = half of that: 0.25 for the gates scaled by 0.5.
+    o[u] = dh[u] * 0.25f * tanh_c * (1.0f - o[u] * o[u]);
+    dc[u] = grad_c * (0.5f + 0.5f * f[u]);
+    f[u] = grad_c * 0.25f * c_prev[u] * (1.0f - f[u] * f[u]);
+    const float i_u = i[u];
+    i[u] = grad_c * 0.25f * g[u] * (1.0f - i_u * i_u);
+    g[u] = grad_c * (0.5f + 0.5f * i_u) * (1.0f - g[u] * g[u]);
   }
 }
 
@@ -72,24 +94,10 @@ void step_forward(int batch, int units, float* z, const float* c_prev, float* c,
 // dh holds the gradient reaching this step's h (from the output and later steps), dc that of its c;
 // dc becomes the gradient of the previous c. The caller turns dz into the previous step's dh.
 void step_backward(int batch, int units, float* z, const float* c, const float* c_prev, const float* dh, float* dc) {
-  const int gates = 4 * units;
   for (int b = 0; b < batch; ++b) {
-    float* __restrict zb = z + static_cast<size_t>(b) * gates;
-    const float* __restrict cb = c + static_cast<size_t>(b) * units;
-    const float* __restrict cpb = c_prev + static_cast<size_t>(b) * units;
-    const float* __restrict dhb = dh + static_cast<size_t>(b) * units;
-    float* __restrict dcb = dc + static_cast<size_t>(b) * units;
-    for (int u = 0; u < units; ++u) {
-      const float i = zb[u], f = zb[units + u], g = zb[2 * units + u], o = zb[3 * units + u];
-      const float tanh_c = tanh_approx(cb[u]);
-      const float grad_c = dcb[u] + dhb[u] * (0.5f + 0.5f * o) * (1.0f - tanh_c * tanh_c);
-      // d tanh(s*z)/dz = s * (1 - t^2); d sigmoid = half of that: 0.25 for the gates scaled by 0.5.
-      zb[u] = grad_c * 0.25f * g * (1.0f - i * i);
-      zb[units + u] = grad_c * 0.25f * cpb[u] * (1.0f - f * f);
-      zb[2 * units + u] = grad_c * (0.5f + 0.5f * i) * (1.0f - g * g);
-      zb[3 * units + u] = dhb[u] * 0.25f * tanh_c * (1.0f - o * o);
-      dcb[u] = grad_c * (0.5f + 0.5f * f);
-    }
+    float* zb = z + static_cast<size_t>(b) * 4 * units;
+    const size_t row = static_cast<size_t>(b) * units;
+    row_backward(units, zb, zb + units, zb + 2 * units, zb + 3 * units, c + row, c_prev + row, dh + row, dc + row);
   }
 }
 
