@@ -2,18 +2,26 @@
 //
 // Same mathematics as charlstm.fused_lstm (gates i, f, g, o; sigmoid(x) = (1 + tanh(x/2)) / 2, so the
 // saved "gates" are the tanh of the scaled pre-activations), in float32, time-major. Each step is one
-// OpenBLAS sgemm plus one vectorised pass over the gates, with no per-step dispatch: on a 2-core CPU
+// OpenBLAS sgemm plus one vectorised pass over the gates, with no per-step dispatch; the batch is split
+// into one block of rows per core, each running its whole time loop on its own thread. On a 2-core CPU
 // this is what XLA's loop of small fused kernels could not reach (README, "Speed").
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <system_error>
+#include <thread>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
+
+// Below these, a block's work is too small to pay for starting a thread.
+constexpr int64_t kMinRowsPerThread = 16, kMinColumnsPerThread = 64;
 
 // e^x for x in [-87, 87]: 2^n * e^r with n = round(x / ln 2) and |r| <= ln(2) / 2, e^r by its Taylor
 // polynomial of degree 7 (relative error below 1e-7). Written so that the compiler vectorises it.
@@ -47,6 +55,39 @@ inline void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* 
                   float beta, float* c, int ldc) {
   scipy_cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
                     1.0f, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Threads for the kernel's loops: OpenBLAS's own count (the cores, or OPENBLAS_NUM_THREADS), read once.
+// From then on OpenBLAS runs single-threaded inside each of them (this copy of OpenBLAS is ours alone).
+int KernelThreads() {
+  static const int threads = [] {
+    const int count = scipy_openblas_get_num_threads();
+    scipy_openblas_set_num_threads(1);
+    return std::max(count, 1);
+  }();
+  return threads;
+}
+
+// Splits [0, count) into one contiguous block per kernel thread, at least min_block long, and runs
+// work(first, size) for each block concurrently. The LSTM's batch rows are independent through time,
+// so each thread runs its rows' whole time loop without waiting for the others.
+template <typename Work>
+void ParallelBlocks(int64_t count, int64_t min_block, const Work& work) {
+  const int64_t blocks = std::clamp<int64_t>(count / min_block, 1, KernelThreads());
+  const auto run_block = [&](int64_t k) {
+    const int64_t first = count * k / blocks;
+    work(first, count * (k + 1) / blocks - first);
+  };
+  std::vector<std::thread> threads;
+  for (int64_t k = 1; k < blocks; ++k) {
+    try {
+      threads.emplace_back(run_block, k);
+    } catch (const std::system_error&) {  // No thread to be had: this one does the block after its own.
+      run_block(k);
+    }
+  }
+  run_block(0);
+  for (auto& thread : threads) thread.join();
 }
 
 // One batch row's c and h from its gates' tanh. Every array is a separate restrict parameter
@@ -113,19 +154,23 @@ ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h
                            ffi::Buffer<ffi::F32> x_proj, ffi::ResultBuffer<ffi::F32> hs,
                            ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> gates) {
   const auto dims = x_proj.dimensions();
-  const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0];
+  const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0], width = 4 * units;
   if (auto error = CheckShapes(time, batch, units, dims[2]); error.failure()) return error;
   const size_t step_h = batch * units, step_z = 4 * step_h;
   float* z = gates->typed_data();
   if (z != x_proj.typed_data()) std::memcpy(z, x_proj.typed_data(), sizeof(float) * time * step_z);
   float *h = hs->typed_data(), *c = cs->typed_data();
-  for (int64_t t = 0; t < time; ++t) {
-    const float* h_prev = t ? h + (t - 1) * step_h : h0.typed_data();
-    const float* c_prev = t ? c + (t - 1) * step_h : c0.typed_data();
-    float* z_t = z + t * step_z;
-    sgemm(false, false, batch, 4 * units, units, h_prev, units, kernel.typed_data(), 4 * units, 1.0f, z_t, 4 * units);
-    step_forward(batch, units, z_t, c_prev, c + t * step_h, h + t * step_h);
-  }
+  ParallelBlocks(batch, kMinRowsPerThread, [&](int64_t first, int64_t rows) {
+    const float *h_prev = h0.typed_data() + first * units, *c_prev = c0.typed_data() + first * units;
+    for (int64_t t = 0; t < time; ++t) {
+      const size_t h_t = t * step_h + first * units;
+      float* z_t = z + t * step_z + first * width;
+      sgemm(false, false, rows, width, units, h_prev, units, kernel.typed_data(), width, 1.0f, z_t, width);
+      step_forward(rows, units, z_t, c_prev, c + h_t, h + h_t);
+      h_prev = h + h_t;
+      c_prev = c + h_t;
+    }
+  });
   return ffi::Error::Success();
 }
 
@@ -147,17 +192,26 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
   std::memcpy(dh, d_h.typed_data(), sizeof(float) * step_h);
   std::memcpy(dc, d_c.typed_data(), sizeof(float) * step_h);
   const float *c = cs.typed_data(), *dh_out = d_hs.typed_data();
-  for (int64_t t = time - 1; t >= 0; --t) {
-    for (size_t k = 0; k < step_h; ++k) dh[k] += dh_out[t * step_h + k];
-    const float* c_prev = t ? c + (t - 1) * step_h : c0.typed_data();
-    step_backward(batch, units, z + t * step_z, c + t * step_h, c_prev, dh, dc);
-    sgemm(false, true, batch, units, width, z + t * step_z, width, kernel.typed_data(), width, 0.0f, dh, units);
-  }
-  // d_kernel = h0^T dz[0] + hs[:-1]^T dz[1:]: [units, batch] @ [batch, 4*units], then one large sgemm.
-  sgemm(true, false, units, width, batch, h0.typed_data(), units, z, width, 0.0f, d_kernel->typed_data(), width);
-  if (time > 1)
-    sgemm(true, false, units, width, (time - 1) * batch, hs.typed_data(), units, z + step_z, width, 1.0f,
-          d_kernel->typed_data(), width);
+  ParallelBlocks(batch, kMinRowsPerThread, [&](int64_t first, int64_t rows) {
+    float *dh_rows = dh + first * units, *dc_rows = dc + first * units;
+    for (int64_t t = time - 1; t >= 0; --t) {
+      const size_t h_t = t * step_h + first * units;
+      for (int64_t k = 0; k < rows * units; ++k) dh_rows[k] += dh_out[h_t + k];
+      const float* c_prev = t ? c + h_t - step_h : c0.typed_data() + first * units;
+      float* z_t = z + t * step_z + first * width;
+      step_backward(rows, units, z_t, c + h_t, c_prev, dh_rows, dc_rows);
+      sgemm(false, true, rows, units, width, z_t, width, kernel.typed_data(), width, 0.0f, dh_rows, units);
+    }
+  });
+  // d_kernel = h0^T dz[0] + hs[:-1]^T dz[1:]: [units, batch] @ [batch, 4*units], then one large sgemm,
+  // each thread taking a block of d_kernel's columns.
+  float* dk = d_kernel->typed_data();
+  ParallelBlocks(width, kMinColumnsPerThread, [&](int64_t first, int64_t columns) {
+    sgemm(true, false, units, columns, batch, h0.typed_data(), units, z + first, width, 0.0f, dk + first, width);
+    if (time > 1)
+      sgemm(true, false, units, columns, (time - 1) * batch, hs.typed_data(), units, z + step_z + first, width, 1.0f,
+            dk + first, width);
+  });
   return ffi::Error::Success();
 }
 

@@ -42,8 +42,11 @@ def outputs_and_grads(scan, kernel, carry, x_proj, cotangents):
     return outputs, vjp(cotangents)
 
 
-def test_outputs_and_gradients_equal_autodiff(path):
-    problem = random_problem()
+# (batch, units): a small problem, and one whose 37 rows and 128 gate columns the kernel splits into
+# blocks over its threads (two or more cores).
+@pytest.mark.parametrize("batch, units", [(3, 5), (37, 32)])
+def test_outputs_and_gradients_equal_autodiff(path, batch, units):
+    problem = random_problem(batch=batch, units=units)
     expected = outputs_and_grads(reference_scan, *problem)
     actual = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused))(*problem)
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
