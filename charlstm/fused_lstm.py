@@ -1,27 +1,29 @@
 """The LSTM cell and lstm_scan_fused: the cell over time with a hand-written backward pass, for faster training.
 
 Same arguments, results and mathematics as autodiff through `lax.scan` of the
-cell (model.scan_cell of model.lstm_cell, which tests compare against). Arrays are
+cell (model.lstm_scan_autodiff, which tests compare against). Arrays are
 time-major `[time, batch, ...]`, so each step reads and writes contiguous rows.
 Autodiff through `lax.scan` saves every intermediate and, per step, runs the
 recurrent-weight gradient as a small matmul; here the forward pass keeps only the
 gate activations and cell states, the backward pass only carries (dh, dc) and
 emits each step's pre-activation gradient dz, and the recurrent-weight gradient is
 one large matmul `[units, time*batch] @ [time*batch, 4*units]` afterwards. dz is
-also the gradient of `x_proj`, so the caller's input gather and bias
-differentiate as before.
+also the gradient of x_proj; for the first layer, whose x_proj is rows of a table
+picked by character id, the table's gradient is dz summed by id.
 
-Two implementations of the training passes: on one CPU device in float32, the compiled
-kernel of charlstm.native_lstm (each time step one OpenBLAS matmul and one
-vectorised loop, no per-step dispatch); elsewhere (GPU, TPU, several devices,
-bfloat16, or where the kernel did not build), `lax.scan` in XLA. The XLA backward
-pass runs in the inputs' dtype (bfloat16 stays bfloat16, like autodiff would),
-except that the recurrent-weight gradient, a sum over time*batch terms,
-accumulates in float32 before the cast back.
+Two implementations: on one CPU device in float32, the compiled kernel of
+charlstm.native_lstm (each time step one OpenBLAS matmul and one vectorised loop,
+no per-step dispatch, the batch split over the cores; the table lookup and its
+gradient inside); elsewhere (GPU, TPU, several devices, bfloat16, or where the
+kernel did not build), `lax.scan` in XLA. The XLA backward pass runs in the
+inputs' dtype (bfloat16 stays bfloat16, like autodiff would), except that the
+recurrent-weight and table gradients, sums over time*batch terms, accumulate in
+float32 before the cast back.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from charlstm import native_lstm
 
@@ -66,31 +68,55 @@ def _use_native(*arrays: jax.Array) -> bool:
     return all(x.dtype == jnp.float32 for x in arrays) and jax.device_count() == 1 and native_lstm.available()
 
 
-def _saving_forward(kernel: jax.Array, carry: Carry, x_proj: jax.Array):
+def input_projection(x: jax.Array, ids: jax.Array | None) -> jax.Array:
+    """x_proj `[time, batch, 4*units]`: `x` itself, or with character `ids` `[time, batch]` the rows x[ids]
+    of the table `x` `[vocab, 4*units]` (the same as one-hot inputs times the table)."""
+    return x if ids is None else x[ids]
+
+
+def _saving_forward(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None):
     """(hs, cs, gates) for the backward pass: the compiled kernel on CPU where it can serve, else XLA."""
-    scan = lambda kernel, carry, x_proj: _forward(kernel, carry, x_proj, save=True)[1]
-    if not _use_native(kernel, *carry, x_proj):
-        return scan(kernel, carry, x_proj)
-    native = lambda kernel, carry, x_proj: native_lstm.forward(kernel, *carry, x_proj)
-    return jax.lax.platform_dependent(kernel, carry, x_proj, cpu=native, default=scan)
+    scan = lambda kernel, carry, x: _forward(kernel, carry, input_projection(x, ids), save=True)[1]
+    if not _use_native(kernel, *carry, x):
+        return scan(kernel, carry, x)
+    native = lambda kernel, carry, x: native_lstm.forward(kernel, *carry, x, ids)
+    return jax.lax.platform_dependent(kernel, carry, x, cpu=native, default=scan)
+
+
+def _inference(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None) -> tuple[Carry, jax.Array]:
+    """The final carry and hs without saving anything: the compiled kernel on CPU where it can serve, else
+    the XLA scan."""
+    scan = lambda kernel, carry, x: _forward(kernel, carry, input_projection(x, ids), save=False)
+    if not _use_native(kernel, *carry, x):
+        return scan(kernel, carry, x)
+
+    def native(kernel, carry, x):
+        hs, c = native_lstm.inference(kernel, *carry, x, ids)
+        return (hs[-1], c), hs
+
+    return jax.lax.platform_dependent(kernel, carry, x, cpu=native, default=scan)
 
 
 @jax.custom_vjp
-def lstm_scan_fused(kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> tuple[jax.Array, Carry]:
-    """LSTM over time: `x_proj` `[time, batch, 4*units]` (bias included) -> hs `[time, batch, units]`
-    and the final (h, c), each `[batch, units]`; gates (i, f, g, o) as in model.lstm_cell.
+def lstm_scan_fused(
+    kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None
+) -> tuple[jax.Array, Carry]:
+    """LSTM over time: x_proj = input_projection(x, ids) `[time, batch, 4*units]` (bias included) ->
+    hs `[time, batch, units]` and the final (h, c), each `[batch, units]`; gates (i, f, g, o) as in
+    model.lstm_cell. With character `ids` the compiled kernel gathers the table's rows itself and sums
+    their gradient by id, so x_proj and its gradient are never written out whole.
 
-    Without differentiation (evaluation) this is the XLA scan that saves nothing: measured faster
-    there than the compiled kernel, which always writes the gates and cell states."""
-    carry, hs = _forward(kernel, carry, x_proj, save=False)
+    Without differentiation (evaluation, sampling) nothing is saved for a backward pass."""
+    carry, hs = _inference(kernel, carry, x, ids)
     return hs, carry
 
 
-def _fused_fwd(kernel: jax.Array, carry: Carry, x_proj: jax.Array):
+def _fused_fwd(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None):
     """The forward pass, saving hs, cs and the gates for the backward pass."""
-    hs, cs, gates = _saving_forward(kernel, carry, x_proj)
-    x_dtype = jnp.zeros(0, x_proj.dtype)  # Remembers x_proj's dtype for its cotangent (mixed inputs).
-    return (hs, (hs[-1], cs[-1])), (kernel, carry, x_dtype, hs, cs, gates)
+    hs, cs, gates = _saving_forward(kernel, carry, x, ids)
+    # x's shape and dtype for its cotangent: the table itself with ids (small), else an empty stand-in.
+    x_like = x if ids is not None else jnp.zeros(0, x.dtype)
+    return (hs, (hs[-1], cs[-1])), (kernel, carry, x_like, ids, hs, cs, gates)
 
 
 def _gate_gradients(dh: jax.Array, dc_next: jax.Array, c: jax.Array, c_prev: jax.Array, gates: jax.Array):
@@ -129,17 +155,29 @@ def _scan_backward(kernel, carry, hs, cs, gates, d_hs, d_h, d_c):
 
 
 def _fused_bwd(residuals, cotangents):
-    """dW, d(h0, c0) and dx_proj = dz: from the compiled kernel on CPU where it can serve, else XLA."""
-    kernel, carry, x_dtype, hs, cs, gates = residuals
+    """dW, d(h0, c0) and dx: dz (x_proj's gradient), or with ids the table's, dz summed by id. From the
+    compiled kernel on CPU where it can serve, else XLA."""
+    kernel, carry, x_like, ids, hs, cs, gates = residuals
     d_hs, (d_h, d_c) = cotangents
     arguments = (kernel, carry, hs, cs, gates, d_hs, d_h, d_c)
+
+    def scan(*arguments):
+        dz, *grads = _scan_backward(*arguments)
+        if ids is None:
+            return dz, *grads
+        return jnp.zeros(x_like.shape, jnp.float32).at[ids].add(dz.astype(jnp.float32)), *grads
+
+    def native(kernel, carry, *rest):
+        dz, d_table, *grads = native_lstm.backward(kernel, *carry, *rest, ids, x_like.shape[0])
+        return dz if ids is None else d_table, *grads
+
     if _use_native(kernel, *carry, hs, d_hs, d_h, d_c):
-        native = lambda kernel, carry, *rest: native_lstm.backward(kernel, *carry, *rest)
-        dz, d_kernel, d_h0, d_c0 = jax.lax.platform_dependent(*arguments, cpu=native, default=_scan_backward)
+        dx, d_kernel, d_h0, d_c0 = jax.lax.platform_dependent(*arguments, cpu=native, default=scan)
     else:
-        dz, d_kernel, d_h0, d_c0 = _scan_backward(*arguments)
+        dx, d_kernel, d_h0, d_c0 = scan(*arguments)
     d_carry = (d_h0.astype(carry[0].dtype), d_c0.astype(carry[1].dtype))
-    return d_kernel.astype(kernel.dtype), d_carry, dz.astype(x_dtype.dtype)
+    d_ids = None if ids is None else np.zeros(ids.shape, jax.dtypes.float0)  # Integers have no gradient.
+    return d_kernel.astype(kernel.dtype), d_carry, dx.astype(x_like.dtype), d_ids
 
 
 lstm_scan_fused.defvjp(_fused_fwd, _fused_bwd)

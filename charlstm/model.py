@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from charlstm.fused_lstm import Carry, lstm_scan_fused, lstm_step
+from charlstm.fused_lstm import Carry, input_projection, lstm_scan_fused, lstm_step
 
 # Per layer a Carry: (h, c) for an LSTM, (h,) for a GRU or RNN; each [batch, units].
 State = tuple[Carry, ...]
@@ -58,10 +58,15 @@ def scan_cell(cell, recurrent_kernel: jax.Array, carry: Carry, x_proj: jax.Array
     return hs, carry
 
 
-# The LSTM layers' scan: a hand-written backward pass with the same values as autodiff through
-# scan_cell(lstm_cell, ...) (tests/test_fused_lstm.py), run by the compiled CPU kernel where it serves.
-# Per training step on CPU, in turns with the alternatives (scripts/benchmark.py): 1.2x faster than its
-# XLA scan and 1.4x than autodiff at batch 256 (one target per window); at batch 64, 1.2x and 1.0-1.1x.
+def lstm_scan_autodiff(
+    recurrent_kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None
+) -> tuple[jax.Array, Carry]:
+    """lstm_scan's reference: autodiff through scan_cell(lstm_cell, ...) of input_projection(x, ids)."""
+    return scan_cell(lstm_cell, recurrent_kernel, carry, input_projection(x, ids))
+
+
+# The LSTM layers' scan: a hand-written backward pass with the same values as lstm_scan_autodiff
+# (tests/test_fused_lstm.py), run by the compiled CPU kernel where it serves.
 lstm_scan = lstm_scan_fused
 
 
@@ -91,22 +96,24 @@ class RecurrentLayer(nnx.Module):
     def initial_carry(self, batch_size: int) -> Carry:
         return (jnp.zeros((batch_size, self.units)),) * CELLS[self.cell][2]
 
-    def project(self, x: jax.Array) -> jax.Array:
-        """Input projection plus bias: ids `[time, batch]` or features `[time, batch, in]`.
+    def inputs(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """(x, ids) whose fused_lstm.input_projection is this layer's x_proj (bias included).
 
-        For ids the bias is added to the kernel's rows before the lookup: the same sums, and its
-        gradient is then a sum over vocabulary rows instead of over every time step and window.
-        """
+        Character ids `[time, batch]` give the table (input kernel plus bias: row v projects id v) and
+        the ids: adding the bias to the kernel's rows before the lookup gives the same sums, and the
+        bias gradient is then a sum over vocabulary rows instead of over every time step and window.
+        Features `[time, batch, in]` give their projection and None."""
         if jnp.issubdtype(x.dtype, jnp.integer):
-            return (self.input_kernel[...] + self.bias[...])[x]
-        return x @ self.input_kernel[...] + self.bias[...]
+            return self.input_kernel[...] + self.bias[...], x
+        return x @ self.input_kernel[...] + self.bias[...], None
 
     def __call__(self, x: jax.Array, carry: Carry, recurrent_kernel: jax.Array | None = None):
         """Time-major: hs `[time, batch, units]` and the final carry; `recurrent_kernel` overrides (DropConnect)."""
         kernel = self.recurrent_kernel[...] if recurrent_kernel is None else recurrent_kernel
-        if self.cell == "lstm":
-            return lstm_scan(kernel, carry, self.project(x))
-        return scan_cell(CELLS[self.cell][1], kernel, carry, self.project(x))
+        x, ids = self.inputs(x)
+        if self.cell == "lstm":  # The compiled CPU kernel gathers the table's rows by id itself.
+            return lstm_scan(kernel, carry, x, ids)
+        return scan_cell(CELLS[self.cell][1], kernel, carry, input_projection(x, ids))
 
 
 class CharLSTM(nnx.Module):

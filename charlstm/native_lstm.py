@@ -16,7 +16,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 
-FORWARD, BACKWARD = "charlstm_lstm_forward", "charlstm_lstm_backward"
+FORWARD, BACKWARD, INFERENCE = "charlstm_lstm_forward", "charlstm_lstm_backward", "charlstm_lstm_inference"
 
 
 @functools.cache
@@ -38,6 +38,7 @@ def available() -> bool:
         return False
     jax.ffi.register_ffi_target(FORWARD, jax.ffi.pycapsule(library.CharlstmLstmForward), platform="cpu")
     jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.CharlstmLstmBackward), platform="cpu")
+    jax.ffi.register_ffi_target(INFERENCE, jax.ffi.pycapsule(library.CharlstmLstmInference), platform="cpu")
     return True
 
 
@@ -45,18 +46,42 @@ def _float32(*shape: int) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32)
 
 
-def forward(kernel: jax.Array, h0: jax.Array, c0: jax.Array, x_proj: jax.Array):
-    """hs, cs `[time, batch, units]` and the tanh of every gate `[time, batch, 4*units]` (written over
-    x_proj's buffer when XLA can give it up) for time-major `x_proj`."""
-    time, batch, width = x_proj.shape
+def _ids(ids: jax.Array | None) -> jax.Array:
+    """The kernels' ids argument: int32 character ids, or empty when x_proj is given whole."""
+    return jnp.zeros((0,), jnp.int32) if ids is None else ids.astype(jnp.int32)
+
+
+def _time_and_batch(x: jax.Array, ids: jax.Array | None) -> tuple[int, int]:
+    return x.shape[:2] if ids is None else ids.shape
+
+
+def forward(kernel: jax.Array, h0: jax.Array, c0: jax.Array, x: jax.Array, ids: jax.Array | None):
+    """Training's forward pass: hs, cs `[time, batch, units]` and the tanh of every gate
+    `[time, batch, 4*units]`, for the backward pass.
+
+    `x` is time-major x_proj (its buffer becomes the gates' when XLA can give it up), or with `ids`
+    `[time, batch]` a table `[vocab, 4*units]` whose rows the kernel gathers itself (x_proj = x[ids])."""
+    time, batch = _time_and_batch(x, ids)
     units = kernel.shape[0]
-    results = (_float32(time, batch, units), _float32(time, batch, units), _float32(time, batch, width))
-    return jax.ffi.ffi_call(FORWARD, results, input_output_aliases={3: 2})(kernel, h0, c0, x_proj)
+    results = (_float32(time, batch, units), _float32(time, batch, units), _float32(time, batch, 4 * units))
+    aliases = {3: 2} if ids is None else {}
+    call = jax.ffi.ffi_call(FORWARD, results, input_output_aliases=aliases)
+    return call(kernel, h0, c0, x, _ids(ids))
 
 
-def backward(kernel, h0, c0, hs, cs, gates, d_hs, d_h, d_c):
-    """Gradients of x_proj (written over the gates' buffer), of the kernel and of (h0, c0), from the
-    forward's hs, cs and gates and the cotangents of hs and of the final (h, c)."""
-    results = (_float32(*gates.shape), _float32(*kernel.shape), _float32(*h0.shape), _float32(*c0.shape))
+def inference(kernel: jax.Array, h0: jax.Array, c0: jax.Array, x: jax.Array, ids: jax.Array | None):
+    """The forward pass without saving anything for a backward one: hs `[time, batch, units]` and the
+    last c `[batch, units]`; `x` and `ids` as in forward."""
+    time, batch = _time_and_batch(x, ids)
+    results = (_float32(time, batch, kernel.shape[0]), _float32(*c0.shape))
+    return jax.ffi.ffi_call(INFERENCE, results)(kernel, h0, c0, x, _ids(ids))
+
+
+def backward(kernel, h0, c0, hs, cs, gates, d_hs, d_h, d_c, ids: jax.Array | None, vocab: int):
+    """Gradients of x_proj (written over the gates' buffer), of the table `[vocab, 4*units]` when the
+    forward gathered by `ids` (empty otherwise), of the kernel and of (h0, c0), from the forward's hs,
+    cs and gates and the cotangents of hs and of the final (h, c)."""
+    d_table = _float32(vocab if ids is not None else 0, kernel.shape[1])
+    results = (_float32(*gates.shape), d_table, _float32(*kernel.shape), _float32(*h0.shape), _float32(*c0.shape))
     call = jax.ffi.ffi_call(BACKWARD, results, input_output_aliases={5: 0})
-    return call(kernel, h0, c0, hs, cs, gates, d_hs, d_h, d_c)
+    return call(kernel, h0, c0, hs, cs, gates, d_hs, d_h, d_c, _ids(ids))

@@ -1,4 +1,5 @@
-// The LSTM layer's time loop on CPU as two XLA FFI handlers, for charlstm.native_lstm.
+// The LSTM layer's time loop on CPU as XLA FFI handlers, for charlstm.native_lstm: training's forward
+// and backward passes, and inference's forward pass, which keeps no gates.
 //
 // Same mathematics as charlstm.fused_lstm (gates i, f, g, o; sigmoid(x) = (1 + tanh(x/2)) / 2, so the
 // saved "gates" are the tanh of the scaled pre-activations), in float32, time-major. Each step is one
@@ -19,9 +20,6 @@
 namespace ffi = xla::ffi;
 
 namespace {
-
-// Below these, a block's work is too small to pay for starting a thread.
-constexpr int64_t kMinRowsPerThread = 16, kMinColumnsPerThread = 64;
 
 // e^x for x in [-87, 87]: 2^n * e^r with n = round(x / ln 2) and |r| <= ln(2) / 2, e^r by its Taylor
 // polynomial of degree 7 (relative error below 1e-7). Written so that the compiler vectorises it.
@@ -68,15 +66,23 @@ int KernelThreads() {
   return threads;
 }
 
-// Splits [0, count) into one contiguous block per kernel thread, at least min_block long, and runs
-// work(first, size) for each block concurrently. The LSTM's batch rows are independent through time,
-// so each thread runs its rows' whole time loop without waiting for the others.
+// How many threads to split the batch's rows over. Starting a thread costs tens of microseconds, so
+// each needs at least 16 rows and 512 row-steps of work: sampling one step at a time stays on one.
+int64_t RowBlocks(int64_t batch, int64_t time) {
+  return std::clamp<int64_t>(std::min(batch / 16, batch * time / 512), 1, KernelThreads());
+}
+
+// How many threads to split the recurrent-weight gradient's 4*units columns over: 64 columns each at least.
+int64_t ColumnBlocks(int64_t width) { return std::clamp<int64_t>(width / 64, 1, KernelThreads()); }
+
+// Splits [0, count) into `blocks` contiguous blocks and runs work(block, first, size) for each
+// concurrently. The LSTM's batch rows are independent through time, so each thread runs its rows'
+// whole time loop without waiting for the others.
 template <typename Work>
-void ParallelBlocks(int64_t count, int64_t min_block, const Work& work) {
-  const int64_t blocks = std::clamp<int64_t>(count / min_block, 1, KernelThreads());
+void ParallelBlocks(int64_t blocks, int64_t count, const Work& work) {
   const auto run_block = [&](int64_t k) {
     const int64_t first = count * k / blocks;
-    work(first, count * (k + 1) / blocks - first);
+    work(k, first, count * (k + 1) / blocks - first);
   };
   std::vector<std::thread> threads;
   for (int64_t k = 1; k < blocks; ++k) {
@@ -88,6 +94,17 @@ void ParallelBlocks(int64_t count, int64_t min_block, const Work& work) {
   }
   run_block(0);
   for (auto& thread : threads) thread.join();
+}
+
+// out += in, n floats (restrict parameters, so that the compiler vectorises it).
+void AddTo(int64_t n, const float* __restrict in, float* __restrict out) {
+  for (int64_t j = 0; j < n; ++j) out[j] += in[j];
+}
+
+// A table row for a character id, clamped into [0, vocab) like XLA's gather, so no id reads outside.
+template <typename Float>
+Float* TableRow(Float* table, int64_t vocab, int64_t width, int32_t id) {
+  return table + std::clamp<int64_t>(id, 0, vocab - 1) * width;
 }
 
 // One batch row's c and h from its gates' tanh. Every array is a separate restrict parameter
@@ -142,49 +159,110 @@ void step_backward(int batch, int units, float* z, const float* c, const float* 
   }
 }
 
-ffi::Error CheckShapes(int64_t time, int64_t batch, int64_t units, int64_t gates) {
-  if (time < 1 || batch < 1 || units < 1 || gates != 4 * units)
-    return ffi::Error::InvalidArgument("lstm: expected x_proj [time, batch, 4*units] and kernel [units, 4*units]");
+// The inputs' shapes: kernel [units, 4*units], hs [time, batch, units], and either x_proj
+// [time, batch, 4*units] (ids empty) or a table [vocab, 4*units] with ids [time, batch].
+ffi::Error CheckShapes(ffi::Span<const int64_t> kernel, ffi::Span<const int64_t> hs, ffi::Span<const int64_t> x,
+                       ffi::Span<const int64_t> ids, size_t id_count) {
+  const bool gather = id_count > 0;
+  const bool valid = kernel.size() == 2 && hs.size() == 3 && kernel[0] > 0 && kernel[1] == 4 * kernel[0] &&
+                     hs[0] > 0 && hs[1] > 0 && hs[2] == kernel[0] &&
+                     (gather ? x.size() == 2 && x[0] > 0 && x[1] == kernel[1] && ids.size() == 2 && ids[0] == hs[0] &&
+                                   ids[1] == hs[1]
+                             : x.size() == 3 && x[0] == hs[0] && x[1] == hs[1] && x[2] == kernel[1]);
+  if (!valid)
+    return ffi::Error::InvalidArgument(
+        "lstm: expected kernel [units, 4*units] and x_proj [time, batch, 4*units], or a table [vocab, 4*units] "
+        "with ids [time, batch]");
   return ffi::Error::Success();
 }
 
-// Forward over time. gates enters holding x_proj [time, batch, 4*units] (aliased) and leaves holding the
-// tanh of every gate; hs and cs [time, batch, units] get each step's h and c.
-ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
-                           ffi::Buffer<ffi::F32> x_proj, ffi::ResultBuffer<ffi::F32> hs,
-                           ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> gates) {
-  const auto dims = x_proj.dimensions();
-  const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0], width = 4 * units;
-  if (auto error = CheckShapes(time, batch, units, dims[2]); error.failure()) return error;
+// Step t's inputs for rows [first, first + rows) into z_t: with ids, the table's rows for their character
+// ids (the first layer's input projection, gathered here instead of written out whole beforehand);
+// else x_proj's rows, unless they are there already (XLA aliased x_proj to the gates).
+void LoadStepInputs(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& ids, int64_t t, int64_t batch, int64_t first,
+                    int64_t rows, int64_t width, float* z_t) {
+  if (ids.element_count() > 0) {
+    const int32_t* ids_t = ids.typed_data() + t * batch + first;
+    for (int64_t b = 0; b < rows; ++b)
+      std::memcpy(z_t + b * width, TableRow(x.typed_data(), x.dimensions()[0], width, ids_t[b]), sizeof(float) * width);
+    return;
+  }
+  const float* x_t = x.typed_data() + (t * batch + first) * width;
+  if (x_t != z_t) std::memcpy(z_t, x_t, sizeof(float) * rows * width);
+}
+
+// Where the forward pass writes: each step's h into hs [time, batch, units]; for training also each
+// step's c and gates' tanh into cs [time, batch, units] and gates [time, batch, 4*units], for the
+// backward pass. Without them (inference) a step's gates and c live in small per-thread buffers and
+// only the last c is written, to c_last [batch, units].
+struct ForwardOutputs {
+  float* hs;
+  float* cs;
+  float* gates;
+  float* c_last;
+};
+
+ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi::Buffer<ffi::F32>& c0,
+                   ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& ids, ffi::Span<const int64_t> hs_dims,
+                   ForwardOutputs out) {
+  if (auto error = CheckShapes(kernel.dimensions(), hs_dims, x.dimensions(), ids.dimensions(), ids.element_count());
+      error.failure())
+    return error;
+  const int64_t time = hs_dims[0], batch = hs_dims[1], units = hs_dims[2], width = 4 * units;
   const size_t step_h = batch * units, step_z = 4 * step_h;
-  float* z = gates->typed_data();
-  if (z != x_proj.typed_data()) std::memcpy(z, x_proj.typed_data(), sizeof(float) * time * step_z);
-  float *h = hs->typed_data(), *c = cs->typed_data();
-  ParallelBlocks(batch, kMinRowsPerThread, [&](int64_t first, int64_t rows) {
+  const bool save = out.gates != nullptr;
+  ParallelBlocks(RowBlocks(batch, time), batch, [&](int64_t, int64_t first, int64_t rows) {
+    std::vector<float> scratch(save ? 0 : rows * (width + 2 * units));  // One step's gates, two steps' c.
     const float *h_prev = h0.typed_data() + first * units, *c_prev = c0.typed_data() + first * units;
     for (int64_t t = 0; t < time; ++t) {
       const size_t h_t = t * step_h + first * units;
-      float* z_t = z + t * step_z + first * width;
+      float* z_t = save ? out.gates + t * step_z + first * width : scratch.data();
+      float* c_t = save ? out.cs + h_t : scratch.data() + rows * (width + (t % 2) * units);
+      LoadStepInputs(x, ids, t, batch, first, rows, width, z_t);
       sgemm(false, false, rows, width, units, h_prev, units, kernel.typed_data(), width, 1.0f, z_t, width);
-      step_forward(rows, units, z_t, c_prev, c + h_t, h + h_t);
-      h_prev = h + h_t;
-      c_prev = c + h_t;
+      step_forward(rows, units, z_t, c_prev, c_t, out.hs + h_t);
+      h_prev = out.hs + h_t;
+      c_prev = c_t;
     }
+    if (!save) std::memcpy(out.c_last + first * units, c_prev, sizeof(float) * rows * units);
   });
   return ffi::Error::Success();
 }
 
+// Training's forward pass: hs, cs and gates for every step (gates may arrive holding x_proj, aliased).
+ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                           ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> hs,
+                           ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> gates) {
+  return Forward(kernel, h0, c0, x, ids, hs->dimensions(),
+                 {hs->typed_data(), cs->typed_data(), gates->typed_data(), nullptr});
+}
+
+// Inference's forward pass (evaluation, sampling): hs for every step and the last c only.
+ffi::Error LstmInferenceImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                             ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> hs,
+                             ffi::ResultBuffer<ffi::F32> c_last) {
+  return Forward(kernel, h0, c0, x, ids, hs->dimensions(), {hs->typed_data(), nullptr, nullptr, c_last->typed_data()});
+}
+
 // Backward over time from the forward's hs, cs and gates. dz enters holding the gates (aliased) and
-// leaves holding the gradient of x_proj; dh0 and dc0 carry (dh, dc) back through time and end as the
-// gradient of the initial state; d_kernel is one sgemm over all steps at the end.
+// leaves holding the gradient of x_proj; with ids, d_table [vocab, 4*units] gets those rows summed by
+// id (one partial table per thread, added in order, so the sums are the same every run). dh0 and dc0
+// carry (dh, dc) back through time and end as the gradient of the initial state; d_kernel is one
+// sgemm over all steps at the end.
 ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                             ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gates,
                             ffi::Buffer<ffi::F32> d_hs, ffi::Buffer<ffi::F32> d_h, ffi::Buffer<ffi::F32> d_c,
-                            ffi::ResultBuffer<ffi::F32> dz, ffi::ResultBuffer<ffi::F32> d_kernel,
+                            ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> dz,
+                            ffi::ResultBuffer<ffi::F32> d_table, ffi::ResultBuffer<ffi::F32> d_kernel,
                             ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
   const auto dims = gates.dimensions();
+  const bool gather = ids.element_count() > 0;
+  if (auto error = CheckShapes(kernel.dimensions(), hs.dimensions(), gather ? d_table->dimensions() : dims,
+                               ids.dimensions(), ids.element_count());
+      error.failure())
+    return error;
   const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0], width = 4 * units;
-  if (auto error = CheckShapes(time, batch, units, dims[2]); error.failure()) return error;
+  const int64_t vocab = gather ? d_table->dimensions()[0] : 0;
   const size_t step_h = batch * units, step_z = 4 * step_h;
   float* z = dz->typed_data();
   if (z != gates.typed_data()) std::memcpy(z, gates.typed_data(), sizeof(float) * time * step_z);
@@ -192,21 +270,33 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
   std::memcpy(dh, d_h.typed_data(), sizeof(float) * step_h);
   std::memcpy(dc, d_c.typed_data(), sizeof(float) * step_h);
   const float *c = cs.typed_data(), *dh_out = d_hs.typed_data();
-  ParallelBlocks(batch, kMinRowsPerThread, [&](int64_t first, int64_t rows) {
+  const int64_t row_blocks = RowBlocks(batch, time);
+  std::vector<float> partial_tables(row_blocks * vocab * width, 0.0f);
+  ParallelBlocks(row_blocks, batch, [&](int64_t block, int64_t first, int64_t rows) {
     float *dh_rows = dh + first * units, *dc_rows = dc + first * units;
+    float* table = partial_tables.data() + block * vocab * width;
     for (int64_t t = time - 1; t >= 0; --t) {
       const size_t h_t = t * step_h + first * units;
-      for (int64_t k = 0; k < rows * units; ++k) dh_rows[k] += dh_out[h_t + k];
+      AddTo(rows * units, dh_out + h_t, dh_rows);
       const float* c_prev = t ? c + h_t - step_h : c0.typed_data() + first * units;
       float* z_t = z + t * step_z + first * width;
       step_backward(rows, units, z_t, c + h_t, c_prev, dh_rows, dc_rows);
+      for (int64_t b = 0; gather && b < rows; ++b) {
+        const int32_t id = ids.typed_data()[t * batch + first + b];
+        AddTo(width, z_t + b * width, TableRow(table, vocab, width, id));
+      }
       sgemm(false, true, rows, units, width, z_t, width, kernel.typed_data(), width, 0.0f, dh_rows, units);
     }
   });
+  if (gather) {
+    std::fill_n(d_table->typed_data(), vocab * width, 0.0f);
+    for (size_t k = 0; k < partial_tables.size(); k += vocab * width)
+      AddTo(vocab * width, partial_tables.data() + k, d_table->typed_data());
+  }
   // d_kernel = h0^T dz[0] + hs[:-1]^T dz[1:]: [units, batch] @ [batch, 4*units], then one large sgemm,
   // each thread taking a block of d_kernel's columns.
   float* dk = d_kernel->typed_data();
-  ParallelBlocks(width, kMinColumnsPerThread, [&](int64_t first, int64_t columns) {
+  ParallelBlocks(ColumnBlocks(width), width, [&](int64_t, int64_t first, int64_t columns) {
     sgemm(true, false, units, columns, batch, h0.typed_data(), units, z + first, width, 0.0f, dk + first, width);
     if (time > 1)
       sgemm(true, false, units, columns, (time - 1) * batch, hs.typed_data(), units, z + step_z + first, width, 1.0f,
@@ -223,7 +313,18 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmForward, LstmForwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmInference, LstmInferenceImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
@@ -238,6 +339,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmBackward, LstmBackwardImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

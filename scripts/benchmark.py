@@ -223,7 +223,7 @@ def alternative_lstm_steps(config, vocab_size: int, steps: int) -> dict[str, Cal
     through lax.scan of the cell."""
     alternatives = {
         "xla_scan": (fused_lstm, "_use_native", lambda *arrays: False),
-        "autodiff": (model, "lstm_scan", functools.partial(model.scan_cell, model.lstm_cell)),
+        "autodiff": (model, "lstm_scan", model.lstm_scan_autodiff),
     }
     alternative_runs = {}
     for name, (module, attribute, replacement) in alternatives.items():

@@ -11,7 +11,7 @@ from charlstm import fused_lstm, model, native_lstm
 from charlstm.fused_lstm import lstm_scan_fused
 
 # The autodiff reference: jax.grad through lax.scan of model.lstm_cell.
-reference_scan = functools.partial(model.scan_cell, model.lstm_cell)
+reference_scan = model.lstm_scan_autodiff
 
 
 @pytest.fixture(params=["native", "xla"])
@@ -24,29 +24,34 @@ def path(request, monkeypatch):
     return request.param
 
 
-def random_problem(batch=3, time=7, units=5, dtype=jnp.float32, seed=0):
-    """Kernel `[units, 4*units]`, carry (h, c) `[batch, units]`, x_proj `[time, batch, 4*units]`, and
-    random cotangents for hs `[time, batch, units]` and the final (h, c)."""
-    k = jax.random.split(jax.random.key(seed), 7)
+def random_problem(batch=3, time=7, units=5, dtype=jnp.float32, seed=0, vocab=0):
+    """Kernel `[units, 4*units]`, carry (h, c) `[batch, units]`, x (x_proj `[time, batch, 4*units]`, or
+    with `vocab` a table `[vocab, 4*units]`), ids (None, or `[time, batch]` in [0, vocab)), and random
+    cotangents for hs `[time, batch, units]` and the final (h, c)."""
+    k = jax.random.split(jax.random.key(seed), 8)
     normal = lambda key, shape, scale=1.0: (scale * jax.random.normal(key, shape)).astype(dtype)
     kernel = normal(k[0], (units, 4 * units), 0.5)
     carry = (normal(k[1], (batch, units)), normal(k[2], (batch, units)))
-    x_proj = normal(k[3], (time, batch, 4 * units), 2.0)
+    x = normal(k[3], (vocab, 4 * units) if vocab else (time, batch, 4 * units), 2.0)
+    ids = jax.random.randint(k[7], (time, batch), 0, vocab) if vocab else None
     cotangents = (normal(k[4], (time, batch, units)), (normal(k[5], (batch, units)), normal(k[6], (batch, units))))
-    return kernel, carry, x_proj, cotangents
+    return kernel, carry, x, ids, cotangents
 
 
-def outputs_and_grads(scan, kernel, carry, x_proj, cotangents):
-    """The scan's outputs and the gradients w.r.t. (kernel, carry, x_proj) of <outputs, cotangents>."""
-    outputs, vjp = jax.vjp(scan, kernel, carry, x_proj)
+def outputs_and_grads(scan, kernel, carry, x, ids, cotangents):
+    """The scan's outputs and the gradients w.r.t. (kernel, carry, x) of <outputs, cotangents>."""
+    outputs, vjp = jax.vjp(lambda kernel, carry, x: scan(kernel, carry, x, ids), kernel, carry, x)
     return outputs, vjp(cotangents)
 
 
-# (batch, units): a small problem, and one whose 37 rows and 128 gate columns the kernel splits into
-# blocks over its threads (two or more cores).
-@pytest.mark.parametrize("batch, units", [(3, 5), (37, 32)])
-def test_outputs_and_gradients_equal_autodiff(path, batch, units):
-    problem = random_problem(batch=batch, units=units)
+# (batch, time, units, vocab): small problems with x_proj and with a table gathered by id, and ones
+# whose 37 rows (over 30 steps) and 128 gate columns the kernel splits over two threads or more.
+PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (37, 30, 32, 0), (37, 30, 32, 9)]
+
+
+@pytest.mark.parametrize("batch, time, units, vocab", PROBLEMS)
+def test_outputs_and_gradients_equal_autodiff(path, batch, time, units, vocab):
+    problem = random_problem(batch=batch, time=time, units=units, vocab=vocab)
     expected = outputs_and_grads(reference_scan, *problem)
     actual = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused))(*problem)
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
@@ -55,18 +60,19 @@ def test_outputs_and_gradients_equal_autodiff(path, batch, units):
 
 def test_final_carry_cotangent_alone_reaches_every_input(path):
     """Stateful training and generation use the returned carry: its gradient must not be dropped."""
-    kernel, carry, x_proj, (d_hs, d_carry) = random_problem(seed=1)
+    kernel, carry, x_proj, ids, (d_hs, d_carry) = random_problem(seed=1)
     cotangents = (jnp.zeros_like(d_hs), d_carry)
-    _, expected = outputs_and_grads(reference_scan, kernel, carry, x_proj, cotangents)
-    _, actual = outputs_and_grads(lstm_scan_fused, kernel, carry, x_proj, cotangents)
+    _, expected = outputs_and_grads(reference_scan, kernel, carry, x_proj, ids, cotangents)
+    _, actual = outputs_and_grads(lstm_scan_fused, kernel, carry, x_proj, ids, cotangents)
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
         assert np.abs(want).max() > 0
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_bfloat16_keeps_dtypes_and_stays_close_to_float32():
-    problem = random_problem(dtype=jnp.bfloat16)
-    upcast = jax.tree.map(lambda x: x.astype(jnp.float32), problem)
+@pytest.mark.parametrize("vocab", [0, 4])
+def test_bfloat16_keeps_dtypes_and_stays_close_to_float32(vocab):
+    problem = random_problem(dtype=jnp.bfloat16, vocab=vocab)
+    upcast = jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x, problem)
     expected = outputs_and_grads(reference_scan, *upcast)
     actual = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused))(*problem)
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
@@ -97,20 +103,21 @@ def test_charlstm_loss_gradients_equal_autodiff(monkeypatch, path, stateful):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("time", [1, 6])
-def test_outputs_without_gradients_equal_the_cell_scan(time):
-    """Evaluation calls the scan without differentiating it: the same hs and final (h, c)."""
-    kernel, carry, x_proj, _ = random_problem(batch=2, time=time, units=3, seed=2)
-    expected = reference_scan(kernel, carry, x_proj)
-    actual = jax.jit(lstm_scan_fused)(kernel, carry, x_proj)
+@pytest.mark.parametrize("batch, time, units, vocab", [(2, 1, 3, 0), *PROBLEMS])
+def test_outputs_without_gradients_equal_the_cell_scan(path, batch, time, units, vocab):
+    """Evaluation and sampling call the scan without differentiating it: the same hs and final (h, c)."""
+    kernel, carry, x, ids, _ = random_problem(batch=batch, time=time, units=units, seed=2, vocab=vocab)
+    expected = reference_scan(kernel, carry, x, ids)
+    actual = jax.jit(lstm_scan_fused)(kernel, carry, x, ids)
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype, kernel_runs", [(jnp.float32, True), (jnp.bfloat16, False)])
 def test_the_compiled_kernel_runs_for_float32_on_one_cpu(dtype, kernel_runs):
-    """Training and evaluation on one CPU device in float32 call the kernel; bfloat16 keeps the XLA scan."""
-    kernel, carry, x_proj, cotangents = random_problem(dtype=dtype)
-    program = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused)).lower(kernel, carry, x_proj, cotangents)
-    text = program.as_text()
-    assert (native_lstm.FORWARD in text and native_lstm.BACKWARD in text) == kernel_runs
+    """Training and inference on one CPU device in float32 call the kernel; bfloat16 keeps the XLA scan."""
+    kernel, carry, x_proj, ids, cotangents = random_problem(dtype=dtype)
+    train = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused)).lower(kernel, carry, x_proj, ids, cotangents)
+    infer = jax.jit(lstm_scan_fused).lower(kernel, carry, x_proj, ids)
+    assert (native_lstm.FORWARD in train.as_text() and native_lstm.BACKWARD in train.as_text()) == kernel_runs
+    assert (native_lstm.INFERENCE in infer.as_text()) == kernel_runs
