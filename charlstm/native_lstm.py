@@ -59,14 +59,12 @@ def forward(kernel: jax.Array, h0: jax.Array, c0: jax.Array, x: jax.Array, ids: 
     """Training's forward pass: hs, cs `[time, batch, units]` and the tanh of every gate
     `[time, batch, 4*units]`, for the backward pass.
 
-    `x` is time-major x_proj (its buffer becomes the gates' when XLA can give it up), or with `ids`
-    `[time, batch]` a table `[vocab, 4*units]` whose rows the kernel gathers itself (x_proj = x[ids])."""
+    `x` is time-major x_proj, or with `ids` `[time, batch]` a table `[vocab, 4*units]` whose rows the
+    kernel reads by id itself (x_proj = x[ids])."""
     time, batch = _time_and_batch(x, ids)
     units = kernel.shape[0]
     results = (_float32(time, batch, units), _float32(time, batch, units), _float32(time, batch, 4 * units))
-    aliases = {3: 2} if ids is None else {}
-    call = jax.ffi.ffi_call(FORWARD, results, input_output_aliases=aliases)
-    return call(kernel, h0, c0, x, _ids(ids))
+    return jax.ffi.ffi_call(FORWARD, results)(kernel, h0, c0, x, _ids(ids))
 
 
 def inference(kernel: jax.Array, h0: jax.Array, c0: jax.Array, x: jax.Array, ids: jax.Array | None):

@@ -117,14 +117,20 @@ void row_forward(int units, const float* __restrict i, const float* __restrict f
   }
 }
 
-// One step's gates, in place: z [batch, 4*units] (x_proj + h @ kernel) -> their tanh; then c and h.
-void step_forward(int batch, int units, float* z, const float* c_prev, float* c, float* h) {
-  const int gates = 4 * units;
+// z[j] = tanh(scale * (z[j] + x[j])) for n gates of one row.
+void GateTanh(int n, float scale, const float* __restrict x, float* __restrict z) {
+  for (int j = 0; j < n; ++j) z[j] = tanh_approx(scale * (z[j] + x[j]));
+}
+
+// One step's gates, in place: z [batch, 4*units] holds h @ kernel; with each row's input projection
+// x_rows[b] added they become the tanh of the pre-activations; then c and h.
+void step_forward(int batch, int units, float* z, const float* const* x_rows, const float* c_prev, float* c, float* h) {
   for (int b = 0; b < batch; ++b) {
-    float* zb = z + static_cast<size_t>(b) * gates;
-    for (int j = 0; j < 2 * units; ++j) zb[j] = tanh_approx(0.5f * zb[j]);  // i, f
-    for (int j = 2 * units; j < 3 * units; ++j) zb[j] = tanh_approx(zb[j]);  // g
-    for (int j = 3 * units; j < gates; ++j) zb[j] = tanh_approx(0.5f * zb[j]);  // o
+    float* zb = z + static_cast<size_t>(b) * 4 * units;
+    const float* xb = x_rows[b];
+    GateTanh(2 * units, 0.5f, xb, zb);                      // i, f
+    GateTanh(units, 1.0f, xb + 2 * units, zb + 2 * units);  // g
+    GateTanh(units, 0.5f, xb + 3 * units, zb + 3 * units);  // o
     const size_t row = static_cast<size_t>(b) * units;
     row_forward(units, zb, zb + units, zb + 2 * units, zb + 3 * units, c_prev + row, c + row, h + row);
   }
@@ -176,19 +182,16 @@ ffi::Error CheckShapes(ffi::Span<const int64_t> kernel, ffi::Span<const int64_t>
   return ffi::Error::Success();
 }
 
-// Step t's inputs for rows [first, first + rows) into z_t: with ids, the table's rows for their character
-// ids (the first layer's input projection, gathered here instead of written out whole beforehand);
-// else x_proj's rows, unless they are there already (XLA aliased x_proj to the gates).
-void LoadStepInputs(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& ids, int64_t t, int64_t batch, int64_t first,
-                    int64_t rows, int64_t width, float* z_t) {
-  if (ids.element_count() > 0) {
-    const int32_t* ids_t = ids.typed_data() + t * batch + first;
-    for (int64_t b = 0; b < rows; ++b)
-      std::memcpy(z_t + b * width, TableRow(x.typed_data(), x.dimensions()[0], width, ids_t[b]), sizeof(float) * width);
-    return;
+// Points x_rows at step t's input projections for rows [first, first + rows): with ids, the table's rows
+// for their character ids (the first layer's input projection, never written out whole), else x_proj's.
+void PointAtInputs(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& ids, int64_t t, int64_t batch, int64_t first,
+                   int64_t width, std::vector<const float*>& x_rows) {
+  const bool gather = ids.element_count() > 0;
+  for (size_t b = 0; b < x_rows.size(); ++b) {
+    const int64_t position = t * batch + first + b;
+    x_rows[b] = gather ? TableRow(x.typed_data(), x.dimensions()[0], width, ids.typed_data()[position])
+                       : x.typed_data() + position * width;
   }
-  const float* x_t = x.typed_data() + (t * batch + first) * width;
-  if (x_t != z_t) std::memcpy(z_t, x_t, sizeof(float) * rows * width);
 }
 
 // Where the forward pass writes: each step's h into hs [time, batch, units]; for training also each
@@ -213,14 +216,15 @@ ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi
   const bool save = out.gates != nullptr;
   ParallelBlocks(RowBlocks(batch, time), batch, [&](int64_t, int64_t first, int64_t rows) {
     std::vector<float> scratch(save ? 0 : rows * (width + 2 * units));  // One step's gates, two steps' c.
+    std::vector<const float*> x_rows(rows);
     const float *h_prev = h0.typed_data() + first * units, *c_prev = c0.typed_data() + first * units;
     for (int64_t t = 0; t < time; ++t) {
       const size_t h_t = t * step_h + first * units;
       float* z_t = save ? out.gates + t * step_z + first * width : scratch.data();
       float* c_t = save ? out.cs + h_t : scratch.data() + rows * (width + (t % 2) * units);
-      LoadStepInputs(x, ids, t, batch, first, rows, width, z_t);
-      sgemm(false, false, rows, width, units, h_prev, units, kernel.typed_data(), width, 1.0f, z_t, width);
-      step_forward(rows, units, z_t, c_prev, c_t, out.hs + h_t);
+      PointAtInputs(x, ids, t, batch, first, width, x_rows);
+      sgemm(false, false, rows, width, units, h_prev, units, kernel.typed_data(), width, 0.0f, z_t, width);
+      step_forward(rows, units, z_t, x_rows.data(), c_prev, c_t, out.hs + h_t);
       h_prev = out.hs + h_t;
       c_prev = c_t;
     }
@@ -229,7 +233,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi
   return ffi::Error::Success();
 }
 
-// Training's forward pass: hs, cs and gates for every step (gates may arrive holding x_proj, aliased).
+// Training's forward pass: hs, cs and gates for every step.
 ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                            ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> hs,
                            ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> gates) {
@@ -270,6 +274,9 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
   std::memcpy(dh, d_h.typed_data(), sizeof(float) * step_h);
   std::memcpy(dc, d_c.typed_data(), sizeof(float) * step_h);
   const float *c = cs.typed_data(), *dh_out = d_hs.typed_data();
+  std::vector<float> kernel_t(units * width);  // [4*units, units]: a plain (untransposed) sgemm is faster.
+  for (int64_t i = 0; i < units; ++i)
+    for (int64_t j = 0; j < width; ++j) kernel_t[j * units + i] = kernel.typed_data()[i * width + j];
   const int64_t row_blocks = RowBlocks(batch, time);
   std::vector<float> partial_tables(row_blocks * vocab * width, 0.0f);
   ParallelBlocks(row_blocks, batch, [&](int64_t block, int64_t first, int64_t rows) {
@@ -285,7 +292,7 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
         const int32_t id = ids.typed_data()[t * batch + first + b];
         AddTo(width, z_t + b * width, TableRow(table, vocab, width, id));
       }
-      sgemm(false, true, rows, units, width, z_t, width, kernel.typed_data(), width, 0.0f, dh_rows, units);
+      sgemm(false, false, rows, units, width, z_t, width, kernel_t.data(), units, 0.0f, dh_rows, units);
     }
   });
   if (gather) {
