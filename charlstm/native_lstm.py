@@ -1,8 +1,10 @@
 """The LSTM time loop as a compiled CPU kernel (csrc/lstm_cpu.cc), called from jit through XLA's FFI.
 
 `pip install` compiles the kernel (setup.py) against OpenBLAS from the scipy-openblas32 package;
-here that library is loaded, the kernel's two handlers are registered with XLA once, and
-`forward`/`backward` call them. charlstm.fused_lstm uses them on one CPU device in float32
+here that library is loaded, the kernel's three handlers are registered with XLA once, and
+`forward`/`backward` (training) and `inference` call them. The kernel runs OpenBLAS single-threaded
+inside its own threads, one per core (OPENBLAS_NUM_THREADS sets how many), each taking a block of
+the batch's rows. charlstm.fused_lstm uses them on one CPU device in float32
 and falls back to its XLA scan elsewhere (GPU, TPU, several devices, bfloat16) or when the
 kernel did not build or load (with a warning saying why).
 """

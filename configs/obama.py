@@ -3,10 +3,10 @@
     python scripts/train.py --config configs/obama.py
 
 Measured on a 2-core CPU: 30 epochs, best val_bpc 2.059 (val_loss 1.427 nats)
-at epoch 29 after 57 s of training; the whole command, the exact validation
-metric, samples and checkpoints included, 4 min 18 s; peak RSS 932 MiB.
+at epoch 29 after 23 s of training; the whole command, the exact validation
+metric, samples and checkpoints included, 2 min 8 s; peak RSS 797 MiB.
 val_loss 1.743 (past the Keras lab's 8-minute 2.53 bits per char) comes
-after 13 s of training, at epoch 6. These are the
+after 5.3 s of training, at epoch 6. These are the
 values of configs/default.py; configs/obama_best.py trains longer for 1.945.
 """
 
