@@ -7,18 +7,15 @@ within a few epochs unless it is regularised: variational dropout on the LSTM
 output (one mask per sequence), DropConnect on the recurrent kernel, a
 cosine-decayed learning rate after a short warm-up, and gradient clipping.
 
-Measured on a 2-core CPU (the command above, with these values given as
---config overrides of configs/obama.py): best val_bpc 1.945 (val_loss 1.348
-nats) at epoch 56 after 357 s of training; val_bpc first at most 2.00 at
-epoch 34, after 236 s. The count-based bar on the same split,
+Measured on a 2-core CPU (the command above): best val_bpc 1.945 (val_loss
+1.348 nats) at epoch 56 after 129 s of training; val_bpc first at most 2.00
+at epoch 34, after 83 s. The count-based bar on the same split,
 `python scripts/baseline.py --config configs/obama.py`, is 1.83 (Kneser-Ney,
-order 12): this model does not reach it yet. Each epoch also spends 20-30 s
-on the exact validation metric (every validation character scored from its
-own 100-character window, through 256 units), so the whole command takes
-about half an hour: 31 minutes measured with other work on the same cores.
-Peak RSS 4.2 GiB with eval.batch_size 1024 at the time; at the default
-of 256 one epoch of this config peaked at 1.2 GiB. --config.eval.max_chars
-scores fewer validation characters when time matters more than the number.
+order 12): this model does not reach it yet. Each epoch also spends about
+8 s on the exact validation metric (every validation character scored from
+its own 100-character window, through 256 units), so the whole command took
+11 minutes; peak RSS 1.08 GiB. --config.eval.max_chars scores fewer
+validation characters when time matters more than the number.
 """
 
 from pathlib import Path

@@ -11,14 +11,14 @@ What differs: the corpus is Obama's State of the Union addresses (the lab's own 
 shipped); validation is the contiguous last 20% with no overlapping windows across the split;
 windows are really shuffled; optax's Adam epsilon is 1e-8 (Keras: 1e-7).
 
-Expected time on a 2-core CPU: about 2 hours for the 50 epochs, a little over 2 minutes per
-epoch: 852 steps of 256 windows (each window: 100 LSTM steps for one target) at 0.13 to 0.16 s
-per step, plus 10 to 15 s to evaluate the 54,589 validation characters (the benchmark's
-evaluation speed, about 5,000 characters per second). Measured, not run in
+Expected time on a 2-core CPU: about an hour for the 50 epochs, a little over a minute per
+epoch: 852 steps of 256 windows (each window: 100 LSTM steps for one target) at about 0.08 s
+per step, plus about 5 s to evaluate the 54,589 validation characters (the benchmark's
+evaluation speed, about 11,000 characters per second). Measured, not run in
 full: `python scripts/train.py --config configs/obama_lab.py --config.data.max_chars=64000
---config.train.epochs=2` trained 199 steps per epoch in 31 s and 26 s, 0.87 GiB peak RSS.
+--config.train.epochs=2` trained 199 steps per epoch in 16 s and 15 s, 0.93 GiB peak RSS.
 An epoch here runs about 90 times the LSTM steps of a configs/obama.py epoch (each character is
-read in 100 overlapping windows) and takes 60 to 80 times its training time.
+read in 100 overlapping windows) and takes about 90 times its training time.
 """
 
 from pathlib import Path
