@@ -30,6 +30,11 @@ def _one_line(error: Exception) -> str:
     return " ".join(text.split()) or type(error).__name__
 
 
+def _fail_unknown_field(error: Exception) -> None:
+    """ml_collections' KeyError or AttributeError for an unknown config field, as one line."""
+    _fail(f"unknown config field {_one_line(error)} (all fields: configs/default.py)")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with flag and config-file errors turned into one line each."""
     try:
@@ -38,7 +43,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
             flags.FLAGS["config"].value.to_dict()  # Files load lazily: load it now.
         return remaining
     except (KeyError, AttributeError) as e:  # ml_collections' word for an unknown field.
-        _fail(f"unknown config field {_one_line(e)} (all fields: configs/default.py)")
+        _fail_unknown_field(e)
     except OSError as e:
         _fail(f"could not load the config file: {str(e).strip().splitlines()[-1].strip()}")
     except (flags.Error, ValueError, TypeError) as e:
@@ -54,7 +59,7 @@ def define_config_overrides(base: ml_collections.ConfigDict, help_string: str) -
     try:
         config_flags.DEFINE_config_dict("config", base, help_string)
     except (KeyError, AttributeError) as e:
-        _fail(f"unknown config field {_one_line(e)} (all fields: configs/default.py)")
+        _fail_unknown_field(e)
 
 
 def config_overrides() -> dict:
