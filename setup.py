@@ -15,7 +15,7 @@ setup(
             ["csrc/lstm_cpu.cc"],
             include_dirs=[jax.ffi.include_dir(), scipy_openblas32.get_include_dir()],
             # Built on the machine that runs it, so it may use all of that CPU's vector instructions.
-            # OpenBLAS is not linked here: charlstm.native_lstm loads scipy_openblas32's copy first.
+            # OpenBLAS is not linked here: charlstm.native_lstm loads scipy_openblas32's copy and hands it over.
             extra_compile_args=["-std=c++17", "-O3", "-march=native"],
             language="c++",
             optional=True,

@@ -1,24 +1,38 @@
 """The LSTM time loop as a compiled CPU kernel (csrc/lstm_cpu.cc), called from jit through XLA's FFI.
 
-`pip install` compiles the kernel (setup.py) against OpenBLAS from the scipy-openblas32 package;
-here that library is loaded, the kernel's three handlers are registered with XLA once, and
-`forward`/`backward` (training) and `inference` call them. The kernel runs OpenBLAS single-threaded
-inside its own threads, one per core (OPENBLAS_NUM_THREADS sets how many), each taking a block of
-the batch's rows. charlstm.fused_lstm uses them on one CPU device in float32
-and falls back to its XLA scan elsewhere (GPU, TPU, several devices, bfloat16) or when the
-kernel did not build or load (with a warning saying why).
+`pip install` compiles the kernel (setup.py); here OpenBLAS from the scipy-openblas32 package is
+loaded and handed to it, its three handlers are registered with XLA once, and `forward`/`backward`
+(training) and `inference` call them. The kernel splits a batch's rows over up to one thread per
+core (OPENBLAS_NUM_THREADS caps how many), each running its rows' whole time loop with
+single-threaded OpenBLAS; small batches and one-step calls (sampling) stay on one thread.
+charlstm.fused_lstm uses the kernel on one CPU device in float32 and falls back to its XLA scan
+elsewhere (GPU, TPU, several devices, bfloat16) or when the kernel was not built (no compiler at
+install time) or does not load (with a warning saying why).
 """
 
 import ctypes
 import functools
 import importlib.util
-import os
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 FORWARD, BACKWARD, INFERENCE = "charlstm_lstm_forward", "charlstm_lstm_backward", "charlstm_lstm_inference"
+
+
+def _openblas_path() -> str:
+    """scipy-openblas32's library file, found without importing the package: its import loads the library
+    into the process's global symbol scope, where other OpenBLAS users (SciPy's copy exports the same
+    names) could bind to it and get the kernel's single-threaded setting."""
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the scipy-openblas32 package is not installed")
+    libraries = sorted(Path(next(iter(spec.submodule_search_locations)), "lib").glob("libscipy_openblas*"))
+    if not libraries:
+        raise OSError("scipy-openblas32 has no libscipy_openblas library")
+    return str(libraries[0])
 
 
 @functools.cache
@@ -28,13 +42,11 @@ def available() -> bool:
     if spec is None or spec.origin is None:
         return False
     try:
-        import scipy_openblas32
-
-        # The kernel leaves its sgemm symbol to be resolved from OpenBLAS loaded globally beforehand.
-        openblas = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(True))
-        ctypes.CDLL(openblas, ctypes.RTLD_GLOBAL)
+        openblas = ctypes.CDLL(_openblas_path())
         library = ctypes.CDLL(spec.origin)
-    except (ImportError, OSError) as error:
+        functions = ("scipy_cblas_sgemm", "scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads")
+        library.CharlstmUseOpenblas(*(ctypes.cast(getattr(openblas, name), ctypes.c_void_p) for name in functions))
+    except (ImportError, OSError, AttributeError) as error:
         warnings.warn(f"charlstm's compiled LSTM kernel did not load ({error}); using the slower XLA scan. "
                       "Reinstall with `pip install -e .` to rebuild it")
         return False

@@ -3,15 +3,18 @@
 //
 // Same mathematics as charlstm.fused_lstm (gates i, f, g, o; sigmoid(x) = (1 + tanh(x/2)) / 2, so the
 // saved "gates" are the tanh of the scaled pre-activations), in float32, time-major. Each step is one
-// OpenBLAS sgemm plus one vectorised pass over the gates, with no per-step dispatch; the batch is split
-// into one block of rows per core, each running its whole time loop on its own thread. On a 2-core CPU
-// this is what XLA's loop of small fused kernels could not reach (README, "Speed").
+// OpenBLAS sgemm plus one vectorised pass over the gates, with no per-step dispatch; a large enough batch
+// is split into blocks of rows, up to one per core, each running its whole time loop on its own thread.
+// On a 2-core CPU this is what XLA's loop of small fused kernels could not reach (README, "Speed").
 #include <cblas.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <system_error>
+#include <exception>
+#include <initializer_list>
+#include <limits>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -48,19 +51,28 @@ inline float tanh_approx(float x) {
   return (e - 1.0f) / (e + 1.0f);
 }
 
+// OpenBLAS's functions, handed over by charlstm.native_lstm (CharlstmUseOpenblas) from the
+// scipy-openblas32 library it loads privately: loaded globally instead, it would also serve (and set the
+// threading of) other OpenBLAS users in the process, as SciPy's copy exports the same names.
+struct Openblas {
+  decltype(&scipy_cblas_sgemm) sgemm = nullptr;
+  decltype(&scipy_openblas_get_num_threads) get_num_threads = nullptr;
+  decltype(&scipy_openblas_set_num_threads) set_num_threads = nullptr;
+} openblas;
+
 // C[m, n] = alpha * op(A) @ op(B) + beta * C, row-major.
 inline void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb,
                   float beta, float* c, int ldc) {
-  scipy_cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
-                    1.0f, a, lda, b, ldb, beta, c, ldc);
+  openblas.sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
+                 1.0f, a, lda, b, ldb, beta, c, ldc);
 }
 
-// Threads for the kernel's loops: OpenBLAS's own count (the cores, or OPENBLAS_NUM_THREADS), read once.
-// From then on OpenBLAS runs single-threaded inside each of them (this copy of OpenBLAS is ours alone).
+// Threads for the kernel's loops: OpenBLAS's own count (the cores, or fewer with OPENBLAS_NUM_THREADS),
+// read once. From then on OpenBLAS runs single-threaded inside each of them.
 int KernelThreads() {
   static const int threads = [] {
-    const int count = scipy_openblas_get_num_threads();
-    scipy_openblas_set_num_threads(1);
+    const int count = openblas.get_num_threads();
+    openblas.set_num_threads(1);
     return std::max(count, 1);
   }();
   return threads;
@@ -77,23 +89,43 @@ int64_t ColumnBlocks(int64_t width) { return std::clamp<int64_t>(width / 64, 1, 
 
 // Splits [0, count) into `blocks` contiguous blocks and runs work(block, first, size) for each
 // concurrently. The LSTM's batch rows are independent through time, so each thread runs its rows'
-// whole time loop without waiting for the others.
+// whole time loop without waiting for the others. An exception in any block is rethrown here once all
+// have finished.
 template <typename Work>
 void ParallelBlocks(int64_t blocks, int64_t count, const Work& work) {
+  std::vector<std::exception_ptr> errors(blocks);
   const auto run_block = [&](int64_t k) {
-    const int64_t first = count * k / blocks;
-    work(k, first, count * (k + 1) / blocks - first);
+    try {
+      const int64_t first = count * k / blocks;
+      work(k, first, count * (k + 1) / blocks - first);
+    } catch (...) {
+      errors[k] = std::current_exception();
+    }
   };
   std::vector<std::thread> threads;
+  threads.reserve(blocks - 1);
   for (int64_t k = 1; k < blocks; ++k) {
     try {
       threads.emplace_back(run_block, k);
-    } catch (const std::system_error&) {  // No thread to be had: this one does the block after its own.
+    } catch (...) {  // No thread to be had: this one does the block after its own.
       run_block(k);
     }
   }
   run_block(0);
   for (auto& thread : threads) thread.join();
+  for (const auto& error : errors)
+    if (error) std::rethrow_exception(error);
+}
+
+// Runs a handler's body, turning any C++ exception (out of memory) into an XLA error: none may cross
+// into XLA.
+template <typename Body>
+ffi::Error Guarded(const Body& body) {
+  try {
+    return body();
+  } catch (const std::exception& error) {
+    return ffi::Error::Internal(std::string("charlstm LSTM kernel: ") + error.what());
+  }
 }
 
 // out += in, n floats (restrict parameters, so that the compiler vectorises it).
@@ -101,7 +133,8 @@ void AddTo(int64_t n, const float* __restrict in, float* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] += in[j];
 }
 
-// A table row for a character id, clamped into [0, vocab) like XLA's gather, so no id reads outside.
+// A table row for a character id, clamped into [0, vocab) so that no id reads or writes outside the
+// table (jnp indexing would wrap a negative id instead; the data's ids are always in range).
 template <typename Float>
 Float* TableRow(Float* table, int64_t vocab, int64_t width, int32_t id) {
   return table + std::clamp<int64_t>(id, 0, vocab - 1) * width;
@@ -165,20 +198,27 @@ void step_backward(int batch, int units, float* z, const float* c, const float* 
   }
 }
 
-// The inputs' shapes: kernel [units, 4*units], hs [time, batch, units], and either x_proj
-// [time, batch, 4*units] (ids empty) or a table [vocab, 4*units] with ids [time, batch].
-ffi::Error CheckShapes(ffi::Span<const int64_t> kernel, ffi::Span<const int64_t> hs, ffi::Span<const int64_t> x,
-                       ffi::Span<const int64_t> ids, size_t id_count) {
-  const bool gather = id_count > 0;
-  const bool valid = kernel.size() == 2 && hs.size() == 3 && kernel[0] > 0 && kernel[1] == 4 * kernel[0] &&
-                     hs[0] > 0 && hs[1] > 0 && hs[2] == kernel[0] &&
-                     (gather ? x.size() == 2 && x[0] > 0 && x[1] == kernel[1] && ids.size() == 2 && ids[0] == hs[0] &&
-                                   ids[1] == hs[1]
-                             : x.size() == 3 && x[0] == hs[0] && x[1] == hs[1] && x[2] == kernel[1]);
+bool HasShape(ffi::Span<const int64_t> dims, std::initializer_list<int64_t> shape) {
+  return std::equal(dims.begin(), dims.end(), shape.begin(), shape.end());
+}
+
+// The inputs' shapes for `time` steps of `batch` rows: kernel [units, 4*units], h0 and c0 [batch, units],
+// and either x_proj [time, batch, 4*units] (ids empty) or a table [vocab, 4*units] with ids [time, batch];
+// time * batch must fit OpenBLAS's int.
+ffi::Error CheckShapes(ffi::Span<const int64_t> kernel, ffi::Span<const int64_t> h0, ffi::Span<const int64_t> c0,
+                       ffi::Span<const int64_t> x, ffi::Span<const int64_t> ids, size_t id_count, int64_t time,
+                       int64_t batch) {
+  const int64_t units = kernel.size() == 2 ? kernel[0] : 0, width = 4 * units;
+  const bool valid = units > 0 && HasShape(kernel, {units, width}) && time > 0 && batch > 0 &&
+                     time * batch <= std::numeric_limits<int>::max() && HasShape(h0, {batch, units}) &&
+                     HasShape(c0, {batch, units}) &&
+                     (id_count > 0 ? x.size() == 2 && x[0] > 0 && HasShape(x, {x[0], width}) &&
+                                         HasShape(ids, {time, batch})
+                                   : HasShape(x, {time, batch, width}));
   if (!valid)
     return ffi::Error::InvalidArgument(
-        "lstm: expected kernel [units, 4*units] and x_proj [time, batch, 4*units], or a table [vocab, 4*units] "
-        "with ids [time, batch]");
+        "lstm: expected kernel [units, 4*units], h0 and c0 [batch, units], and x_proj [time, batch, 4*units] or a "
+        "table [vocab, 4*units] with ids [time, batch]");
   return ffi::Error::Success();
 }
 
@@ -208,29 +248,32 @@ struct ForwardOutputs {
 ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi::Buffer<ffi::F32>& c0,
                    ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& ids, ffi::Span<const int64_t> hs_dims,
                    ForwardOutputs out) {
-  if (auto error = CheckShapes(kernel.dimensions(), hs_dims, x.dimensions(), ids.dimensions(), ids.element_count());
+  const int64_t time = hs_dims[0], batch = hs_dims[1], units = hs_dims[2], width = 4 * units;
+  if (auto error = CheckShapes(kernel.dimensions(), h0.dimensions(), c0.dimensions(), x.dimensions(),
+                               ids.dimensions(), ids.element_count(), time, batch);
       error.failure())
     return error;
-  const int64_t time = hs_dims[0], batch = hs_dims[1], units = hs_dims[2], width = 4 * units;
   const size_t step_h = batch * units, step_z = 4 * step_h;
   const bool save = out.gates != nullptr;
-  ParallelBlocks(RowBlocks(batch, time), batch, [&](int64_t, int64_t first, int64_t rows) {
-    std::vector<float> scratch(save ? 0 : rows * (width + 2 * units));  // One step's gates, two steps' c.
-    std::vector<const float*> x_rows(rows);
-    const float *h_prev = h0.typed_data() + first * units, *c_prev = c0.typed_data() + first * units;
-    for (int64_t t = 0; t < time; ++t) {
-      const size_t h_t = t * step_h + first * units;
-      float* z_t = save ? out.gates + t * step_z + first * width : scratch.data();
-      float* c_t = save ? out.cs + h_t : scratch.data() + rows * (width + (t % 2) * units);
-      PointAtInputs(x, ids, t, batch, first, width, x_rows);
-      sgemm(false, false, rows, width, units, h_prev, units, kernel.typed_data(), width, 0.0f, z_t, width);
-      step_forward(rows, units, z_t, x_rows.data(), c_prev, c_t, out.hs + h_t);
-      h_prev = out.hs + h_t;
-      c_prev = c_t;
-    }
-    if (!save) std::memcpy(out.c_last + first * units, c_prev, sizeof(float) * rows * units);
+  return Guarded([&] {
+    ParallelBlocks(RowBlocks(batch, time), batch, [&](int64_t, int64_t first, int64_t rows) {
+      std::vector<float> scratch(save ? 0 : rows * (width + 2 * units));  // One step's gates, two steps' c.
+      std::vector<const float*> x_rows(rows);
+      const float *h_prev = h0.typed_data() + first * units, *c_prev = c0.typed_data() + first * units;
+      for (int64_t t = 0; t < time; ++t) {
+        const size_t h_t = t * step_h + first * units;
+        float* z_t = save ? out.gates + t * step_z + first * width : scratch.data();
+        float* c_t = save ? out.cs + h_t : scratch.data() + rows * (width + (t % 2) * units);
+        PointAtInputs(x, ids, t, batch, first, width, x_rows);
+        sgemm(false, false, rows, width, units, h_prev, units, kernel.typed_data(), width, 0.0f, z_t, width);
+        step_forward(rows, units, z_t, x_rows.data(), c_prev, c_t, out.hs + h_t);
+        h_prev = out.hs + h_t;
+        c_prev = c_t;
+      }
+      if (!save) std::memcpy(out.c_last + first * units, c_prev, sizeof(float) * rows * units);
+    });
+    return ffi::Error::Success();
   });
-  return ffi::Error::Success();
 }
 
 // Training's forward pass: hs, cs and gates for every step.
@@ -259,60 +302,75 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
                             ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> dz,
                             ffi::ResultBuffer<ffi::F32> d_table, ffi::ResultBuffer<ffi::F32> d_kernel,
                             ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
-  const auto dims = gates.dimensions();
+  const auto dims = hs.dimensions();
+  const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0], width = 4 * units;
   const bool gather = ids.element_count() > 0;
-  if (auto error = CheckShapes(kernel.dimensions(), hs.dimensions(), gather ? d_table->dimensions() : dims,
-                               ids.dimensions(), ids.element_count());
+  if (auto error = CheckShapes(kernel.dimensions(), h0.dimensions(), c0.dimensions(),
+                               gather ? d_table->dimensions() : gates.dimensions(), ids.dimensions(),
+                               ids.element_count(), time, batch);
       error.failure())
     return error;
-  const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0], width = 4 * units;
+  if (!(HasShape(dims, {time, batch, units}) && HasShape(cs.dimensions(), {time, batch, units}) &&
+        HasShape(d_hs.dimensions(), {time, batch, units}) && HasShape(gates.dimensions(), {time, batch, width}) &&
+        HasShape(d_h.dimensions(), {batch, units}) && HasShape(d_c.dimensions(), {batch, units})))
+    return ffi::Error::InvalidArgument("lstm backward: hs, cs, gates and the cotangents must match the forward's");
   const int64_t vocab = gather ? d_table->dimensions()[0] : 0;
   const size_t step_h = batch * units, step_z = 4 * step_h;
-  float* z = dz->typed_data();
-  if (z != gates.typed_data()) std::memcpy(z, gates.typed_data(), sizeof(float) * time * step_z);
-  float *dh = dh0->typed_data(), *dc = dc0->typed_data();
-  std::memcpy(dh, d_h.typed_data(), sizeof(float) * step_h);
-  std::memcpy(dc, d_c.typed_data(), sizeof(float) * step_h);
-  const float *c = cs.typed_data(), *dh_out = d_hs.typed_data();
-  std::vector<float> kernel_t(units * width);  // [4*units, units]: a plain (untransposed) sgemm is faster.
-  for (int64_t i = 0; i < units; ++i)
-    for (int64_t j = 0; j < width; ++j) kernel_t[j * units + i] = kernel.typed_data()[i * width + j];
-  const int64_t row_blocks = RowBlocks(batch, time);
-  std::vector<float> partial_tables(row_blocks * vocab * width, 0.0f);
-  ParallelBlocks(row_blocks, batch, [&](int64_t block, int64_t first, int64_t rows) {
-    float *dh_rows = dh + first * units, *dc_rows = dc + first * units;
-    float* table = partial_tables.data() + block * vocab * width;
-    for (int64_t t = time - 1; t >= 0; --t) {
-      const size_t h_t = t * step_h + first * units;
-      AddTo(rows * units, dh_out + h_t, dh_rows);
-      const float* c_prev = t ? c + h_t - step_h : c0.typed_data() + first * units;
-      float* z_t = z + t * step_z + first * width;
-      step_backward(rows, units, z_t, c + h_t, c_prev, dh_rows, dc_rows);
-      for (int64_t b = 0; gather && b < rows; ++b) {
-        const int32_t id = ids.typed_data()[t * batch + first + b];
-        AddTo(width, z_t + b * width, TableRow(table, vocab, width, id));
+  return Guarded([&] {
+    float* z = dz->typed_data();
+    if (z != gates.typed_data()) std::memcpy(z, gates.typed_data(), sizeof(float) * time * step_z);
+    float *dh = dh0->typed_data(), *dc = dc0->typed_data();
+    std::memcpy(dh, d_h.typed_data(), sizeof(float) * step_h);
+    std::memcpy(dc, d_c.typed_data(), sizeof(float) * step_h);
+    const float *c = cs.typed_data(), *dh_out = d_hs.typed_data();
+    std::vector<float> kernel_t(units * width);  // [4*units, units]: a plain (untransposed) sgemm is faster.
+    for (int64_t i = 0; i < units; ++i)
+      for (int64_t j = 0; j < width; ++j) kernel_t[j * units + i] = kernel.typed_data()[i * width + j];
+    const int64_t row_blocks = RowBlocks(batch, time);
+    std::vector<float> partial_tables(row_blocks * vocab * width, 0.0f);
+    ParallelBlocks(row_blocks, batch, [&](int64_t block, int64_t first, int64_t rows) {
+      float *dh_rows = dh + first * units, *dc_rows = dc + first * units;
+      float* table = partial_tables.data() + block * vocab * width;
+      for (int64_t t = time - 1; t >= 0; --t) {
+        const size_t h_t = t * step_h + first * units;
+        AddTo(rows * units, dh_out + h_t, dh_rows);
+        const float* c_prev = t ? c + h_t - step_h : c0.typed_data() + first * units;
+        float* z_t = z + t * step_z + first * width;
+        step_backward(rows, units, z_t, c + h_t, c_prev, dh_rows, dc_rows);
+        for (int64_t b = 0; gather && b < rows; ++b) {
+          const int32_t id = ids.typed_data()[t * batch + first + b];
+          AddTo(width, z_t + b * width, TableRow(table, vocab, width, id));
+        }
+        sgemm(false, false, rows, units, width, z_t, width, kernel_t.data(), units, 0.0f, dh_rows, units);
       }
-      sgemm(false, false, rows, units, width, z_t, width, kernel_t.data(), units, 0.0f, dh_rows, units);
+    });
+    if (gather) {
+      std::fill_n(d_table->typed_data(), vocab * width, 0.0f);
+      for (size_t k = 0; k < partial_tables.size(); k += vocab * width)
+        AddTo(vocab * width, partial_tables.data() + k, d_table->typed_data());
     }
+    // d_kernel = h0^T dz[0] + hs[:-1]^T dz[1:]: [units, batch] @ [batch, 4*units], then one large sgemm,
+    // each thread taking a block of d_kernel's columns.
+    float* dk = d_kernel->typed_data();
+    ParallelBlocks(ColumnBlocks(width), width, [&](int64_t, int64_t first, int64_t columns) {
+      sgemm(true, false, units, columns, batch, h0.typed_data(), units, z + first, width, 0.0f, dk + first, width);
+      if (time > 1)
+        sgemm(true, false, units, columns, (time - 1) * batch, hs.typed_data(), units, z + step_z + first, width,
+              1.0f, dk + first, width);
+    });
+    return ffi::Error::Success();
   });
-  if (gather) {
-    std::fill_n(d_table->typed_data(), vocab * width, 0.0f);
-    for (size_t k = 0; k < partial_tables.size(); k += vocab * width)
-      AddTo(vocab * width, partial_tables.data() + k, d_table->typed_data());
-  }
-  // d_kernel = h0^T dz[0] + hs[:-1]^T dz[1:]: [units, batch] @ [batch, 4*units], then one large sgemm,
-  // each thread taking a block of d_kernel's columns.
-  float* dk = d_kernel->typed_data();
-  ParallelBlocks(ColumnBlocks(width), width, [&](int64_t, int64_t first, int64_t columns) {
-    sgemm(true, false, units, columns, batch, h0.typed_data(), units, z + first, width, 0.0f, dk + first, width);
-    if (time > 1)
-      sgemm(true, false, units, columns, (time - 1) * batch, hs.typed_data(), units, z + step_z + first, width, 1.0f,
-            dk + first, width);
-  });
-  return ffi::Error::Success();
 }
 
 }  // namespace
+
+// Called once by charlstm.native_lstm before any handler runs, with the addresses of scipy-openblas32's
+// scipy_cblas_sgemm, scipy_openblas_get_num_threads and scipy_openblas_set_num_threads.
+extern "C" void CharlstmUseOpenblas(void* sgemm, void* get_num_threads, void* set_num_threads) {
+  openblas.sgemm = reinterpret_cast<decltype(openblas.sgemm)>(sgemm);
+  openblas.get_num_threads = reinterpret_cast<decltype(openblas.get_num_threads)>(get_num_threads);
+  openblas.set_num_threads = reinterpret_cast<decltype(openblas.set_num_threads)>(set_num_threads);
+}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmForward, LstmForwardImpl,
                               ffi::Ffi::Bind()

@@ -1,3 +1,4 @@
+import ctypes
 import functools
 
 import jax
@@ -45,7 +46,7 @@ def outputs_and_grads(scan, kernel, carry, x, ids, cotangents):
 
 
 # (batch, time, units, vocab): small problems with x_proj and with a table gathered by id, and ones
-# whose 37 rows (over 30 steps) and 128 gate columns the kernel splits over two threads or more.
+# whose 37 rows (over 30 steps) and 128 gate columns the kernel splits in two on two cores or more.
 PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (37, 30, 32, 0), (37, 30, 32, 9)]
 
 
@@ -113,11 +114,35 @@ def test_outputs_without_gradients_equal_the_cell_scan(path, batch, time, units,
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("vocab", [0, 4])
 @pytest.mark.parametrize("dtype, kernel_runs", [(jnp.float32, True), (jnp.bfloat16, False)])
-def test_the_compiled_kernel_runs_for_float32_on_one_cpu(dtype, kernel_runs):
+def test_the_compiled_kernel_runs_for_float32_on_one_cpu(dtype, kernel_runs, vocab):
     """Training and inference on one CPU device in float32 call the kernel; bfloat16 keeps the XLA scan."""
-    kernel, carry, x_proj, ids, cotangents = random_problem(dtype=dtype)
-    train = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused)).lower(kernel, carry, x_proj, ids, cotangents)
-    infer = jax.jit(lstm_scan_fused).lower(kernel, carry, x_proj, ids)
+    kernel, carry, x, ids, cotangents = random_problem(dtype=dtype, vocab=vocab)
+    train = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused)).lower(kernel, carry, x, ids, cotangents)
+    infer = jax.jit(lstm_scan_fused).lower(kernel, carry, x, ids)
     assert (native_lstm.FORWARD in train.as_text() and native_lstm.BACKWARD in train.as_text()) == kernel_runs
     assert (native_lstm.INFERENCE in infer.as_text()) == kernel_runs
+
+
+def test_kernel_gradients_are_the_same_bits_every_run():
+    """Threads sum their partial tables in a fixed order: same config and seed, same numbers."""
+    problem = random_problem(batch=37, time=30, units=32, vocab=9)
+    grads = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused))
+    first, second = grads(*problem), grads(*problem)
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kernel_rejects_mismatched_shapes():
+    """The kernel checks its buffers' shapes and fails with a message instead of reading out of bounds."""
+    kernel, (h, c), x_proj, _, _ = random_problem()
+    with pytest.raises(Exception, match="lstm: expected kernel"):
+        jax.block_until_ready(native_lstm.inference(kernel, h[:2], c, x_proj, None))
+
+
+def test_kernel_openblas_stays_out_of_the_global_symbol_scope():
+    """The kernel's OpenBLAS is loaded privately, so other copies' users (SciPy's) do not bind to it."""
+    assert native_lstm.available()
+    with pytest.raises(AttributeError):
+        ctypes.CDLL(None).scipy_cblas_sgemm
