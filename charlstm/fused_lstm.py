@@ -68,6 +68,13 @@ def _use_native(*arrays: jax.Array) -> bool:
     return all(x.dtype == jnp.float32 for x in arrays) and jax.device_count() == 1 and native_lstm.available()
 
 
+def _kernel_or_scan(native, scan, *arguments):
+    """native(*arguments) where the compiled kernel can serve and the platform is CPU, else scan(*arguments)."""
+    if not _use_native(*jax.tree.leaves(arguments)):
+        return scan(*arguments)
+    return jax.lax.platform_dependent(*arguments, cpu=native, default=scan)
+
+
 def input_projection(x: jax.Array, ids: jax.Array | None) -> jax.Array:
     """x_proj `[time, batch, 4*units]`: `x` itself, or with character `ids` `[time, batch]` the rows x[ids]
     of the table `x` `[vocab, 4*units]` (the same as one-hot inputs times the table)."""
@@ -77,24 +84,20 @@ def input_projection(x: jax.Array, ids: jax.Array | None) -> jax.Array:
 def _saving_forward(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None):
     """(hs, cs, gates) for the backward pass: the compiled kernel on CPU where it can serve, else XLA."""
     scan = lambda kernel, carry, x: _forward(kernel, carry, input_projection(x, ids), save=True)[1]
-    if not _use_native(kernel, *carry, x):
-        return scan(kernel, carry, x)
     native = lambda kernel, carry, x: native_lstm.forward(kernel, *carry, x, ids)
-    return jax.lax.platform_dependent(kernel, carry, x, cpu=native, default=scan)
+    return _kernel_or_scan(native, scan, kernel, carry, x)
 
 
 def _inference(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None) -> tuple[Carry, jax.Array]:
     """The final carry and hs without saving anything: the compiled kernel on CPU where it can serve, else
     the XLA scan."""
     scan = lambda kernel, carry, x: _forward(kernel, carry, input_projection(x, ids), save=False)
-    if not _use_native(kernel, *carry, x):
-        return scan(kernel, carry, x)
 
     def native(kernel, carry, x):
         hs, c = native_lstm.inference(kernel, *carry, x, ids)
         return (hs[-1], c), hs
 
-    return jax.lax.platform_dependent(kernel, carry, x, cpu=native, default=scan)
+    return _kernel_or_scan(native, scan, kernel, carry, x)
 
 
 @jax.custom_vjp
@@ -159,7 +162,6 @@ def _fused_bwd(residuals, cotangents):
     compiled kernel on CPU where it can serve, else XLA."""
     kernel, carry, x_like, ids, hs, cs, gates = residuals
     d_hs, (d_h, d_c) = cotangents
-    arguments = (kernel, carry, hs, cs, gates, d_hs, d_h, d_c)
 
     def scan(*arguments):
         dz, *grads = _scan_backward(*arguments)
@@ -171,10 +173,7 @@ def _fused_bwd(residuals, cotangents):
         dz, d_table, *grads = native_lstm.backward(kernel, *carry, *rest, ids, x_like.shape[0])
         return dz if ids is None else d_table, *grads
 
-    if _use_native(kernel, *carry, hs, d_hs, d_h, d_c):
-        dx, d_kernel, d_h0, d_c0 = jax.lax.platform_dependent(*arguments, cpu=native, default=scan)
-    else:
-        dx, d_kernel, d_h0, d_c0 = scan(*arguments)
+    dx, d_kernel, d_h0, d_c0 = _kernel_or_scan(native, scan, kernel, carry, hs, cs, gates, d_hs, d_h, d_c)
     d_carry = (d_h0.astype(carry[0].dtype), d_c0.astype(carry[1].dtype))
     d_ids = None if ids is None else np.zeros(ids.shape, jax.dtypes.float0)  # Integers have no gradient.
     return d_kernel.astype(kernel.dtype), d_carry, dx.astype(x_like.dtype), d_ids
