@@ -4,7 +4,8 @@ The first layer's input kernel is indexed by character id, which equals a
 one-hot input times that kernel without building one-hot tensors (or, with
 `embed_dim`, a learned embedding feeds it). The input projection of a whole
 sequence is computed before the time scan, so each scan step is one
-`[batch, units] @ [units, gates*units]` matmul.
+`[batch, units] @ [units, gates*units]` matmul. LSTM layers run cuDNN on one
+CUDA GPU in float32 (charlstm.cudnn_lstm), else lstm_scan below.
 
 Dropout is variational (one mask per sequence, shared over time) on each
 layer's output, and DropConnect on the recurrent kernel (`weight_dropout`,
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from charlstm import cudnn_lstm
 from charlstm.fused_lstm import Carry, input_projection, lstm_scan_fused, lstm_step
 
 # Per layer a Carry: (h, c) for an LSTM, (h,) for a GRU or RNN; each [batch, units].
@@ -65,8 +67,8 @@ def lstm_scan_autodiff(
     return scan_cell(lstm_cell, recurrent_kernel, carry, input_projection(x, ids))
 
 
-# The LSTM layers' scan: a hand-written backward pass with the same values as lstm_scan_autodiff
-# (tests/test_fused_lstm.py), run by the compiled CPU kernel where it serves.
+# The LSTM layers' scan off cuDNN: a hand-written backward pass with the same values as
+# lstm_scan_autodiff (tests/test_fused_lstm.py), run by the compiled CPU kernel where it serves.
 lstm_scan = lstm_scan_fused
 
 
@@ -110,6 +112,8 @@ class RecurrentLayer(nnx.Module):
     def __call__(self, x: jax.Array, carry: Carry, recurrent_kernel: jax.Array | None = None):
         """Time-major: hs `[time, batch, units]` and the final carry; `recurrent_kernel` overrides (DropConnect)."""
         kernel = self.recurrent_kernel[...] if recurrent_kernel is None else recurrent_kernel
+        if self.cell == "lstm" and cudnn_lstm.serves(kernel, *carry):
+            return cudnn_lstm.lstm_scan(self.input_kernel[...], kernel, self.bias[...], carry, x)
         x, ids = self.inputs(x)
         if self.cell == "lstm":  # The compiled CPU kernel gathers the table's rows by id itself.
             return lstm_scan(kernel, carry, x, ids)

@@ -24,15 +24,18 @@ float32 matmul's GFLOP/s measured in the same run, minor page faults per step
 and the process's peak resident memory. Side by side, in turns step by step
 (so that the shared machine's drifting speed affects all alike): for an LSTM,
 the same step with the LSTM's other implementations (charlstm.fused_lstm's XLA
-scan, which runs where the compiled kernel does not, and autodiff through the
-scan), and with PyTorch importable (the [bench] extra) the same step in torch
-(nn.LSTM on one-hot input, Linear head, Adam), each with its time over ours.
-native_lstm in the header says whether the compiled CPU kernel
-(charlstm.native_lstm) ran. Scripts tune glibc's malloc
+scan, which runs where neither cuDNN nor the compiled CPU kernel does, and
+autodiff through the scan), and with PyTorch importable (the [bench] extra) the
+same step in torch on the same kind of device (nn.LSTM on one-hot input, Linear
+head, Adam), each with its time over ours. In the header, native_lstm says
+whether the compiled CPU kernel (charlstm.native_lstm) built, cudnn_lstm
+whether cuDNN runs float32 LSTM layers here (charlstm.cudnn_lstm), and
+torch_device where PyTorch ran (null: not at all). Scripts tune glibc's malloc
 (charlstm.cli.keep_freed_memory); CHARLSTM_MALLOC=default in the environment
 measures without that tuning.
 """
 
+import contextlib
 import functools
 import json
 import os
@@ -49,7 +52,7 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from charlstm import cli, evaluate, fused_lstm, native_lstm, runs, sampling
+from charlstm import cli, cudnn_lstm, evaluate, fused_lstm, native_lstm, runs, sampling
 from charlstm.errors import CharLSTMError
 from charlstm import model
 from charlstm.train import create_model, make_optimizer, split_model, train_step
@@ -218,42 +221,55 @@ def compiled_train_step(config, vocab_size: int, steps: int) -> tuple[float, Cal
 
 
 def alternative_lstm_steps(config, vocab_size: int, steps: int) -> dict[str, Callable[[int], Any]]:
-    """The same step with the LSTM's other implementations in place of the default (the compiled CPU
-    kernel where it serves): fused_lstm's XLA scan with the hand-written backward pass, and autodiff
-    through lax.scan of the cell."""
+    """The same step with the LSTM's other implementations in place of the default (cuDNN on a CUDA GPU,
+    the compiled CPU kernel on a CPU, where they serve): fused_lstm's XLA scan with the hand-written
+    backward pass, and autodiff through lax.scan of the cell."""
+    never = lambda *arguments: False
     alternatives = {
-        "xla_scan": (fused_lstm, "_use_native", lambda *arrays: False),
-        "autodiff": (model, "lstm_scan", model.lstm_scan_autodiff),
+        "xla_scan": [(cudnn_lstm, "available", never), (fused_lstm, "_use_native", never)],
+        "autodiff": [(cudnn_lstm, "available", never), (model, "lstm_scan", model.lstm_scan_autodiff)],
     }
     alternative_runs = {}
-    for name, (module, attribute, replacement) in alternatives.items():
-        original = getattr(module, attribute)
-        setattr(module, attribute, replacement)
-        jax.clear_caches()  # Trace train_step again, with the replacement.
-        try:
+    for name, replacements in alternatives.items():
+        with contextlib.ExitStack() as restore:
+            for module, attribute, replacement in replacements:
+                restore.callback(setattr, module, attribute, getattr(module, attribute))
+                setattr(module, attribute, replacement)
+            restore.callback(jax.clear_caches)
+            jax.clear_caches()  # Trace train_step again, with the replacements.
             alternative_runs[name] = compiled_train_step(config, vocab_size, steps)[1]
-        finally:
-            setattr(module, attribute, original)
-            jax.clear_caches()
     return alternative_runs
 
 
-def torch_train_step(config, vocab_size: int) -> Callable[[int], Any] | None:
-    """The same step in PyTorch (one-hot or embedded input, nn.LSTM/GRU/RNN, Linear head, Adam), or
-    None when torch is not installed."""
+def torch_device() -> str | None:
+    """Where PyTorch runs the same step as ours: 'cpu' when jax runs on the CPU, 'cuda' when jax runs on
+    a GPU and torch has CUDA; None when torch is not installed or cannot run where jax does."""
     try:
         import torch
     except ImportError:
         return None
+    if jax.default_backend() == "cpu":
+        return "cpu"
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else None
+
+
+def torch_train_step(config, vocab_size: int) -> Callable[[int], Any] | None:
+    """The same step in PyTorch (one-hot or embedded input, nn.LSTM/GRU/RNN, Linear head, Adam) on the
+    same kind of device as ours, or None where it cannot run (torch_device)."""
+    device = torch_device()
+    if device is None:
+        return None
+    import torch
+
     m, batch, length = config.model, config.train.batch_size, config.data.seq_length
     torch.manual_seed(config.seed)
     embed = torch.nn.Embedding(vocab_size, m.embed_dim) if m.embed_dim else None
     rnn_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[m.cell]
     rnn = rnn_type(m.embed_dim or vocab_size, m.units, m.num_layers, batch_first=True)
     head = torch.nn.Linear(m.units, vocab_size)
-    modules = [module for module in (embed, rnn, head) if module is not None]
+    modules = [module.to(device) for module in (embed, rnn, head) if module is not None]
     optimizer = torch.optim.Adam([p for module in modules for p in module.parameters()], config.train.learning_rate)
-    windows = torch.randint(vocab_size, (batch, length + 1))
+    windows = torch.randint(vocab_size, (batch, length + 1), device=device)
 
     def step(i: int) -> None:
         inputs = windows[:, :-1]
@@ -267,6 +283,8 @@ def torch_train_step(config, vocab_size: int) -> Callable[[int], Any] | None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()  # CUDA runs asynchronously: the step's time includes its kernels.
 
     return step
 
@@ -348,7 +366,8 @@ def main(argv: list[str]) -> None:
         results.update(SECTIONS[section]())
     setup = {"device": str(jax.devices()[0]), "jax": jax.__version__, "length": _LENGTH.value,
              "lab_length": _LAB_LENGTH.value, "repeats": _REPEATS.value,
-             "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned"), "native_lstm": native_lstm.available()}
+             "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned"), "native_lstm": native_lstm.available(),
+             "cudnn_lstm": cudnn_lstm.available(), "torch_device": torch_device()}
     if _JSON.value:
         print(json.dumps({**setup, **results}))
     else:
