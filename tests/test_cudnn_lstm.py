@@ -1,7 +1,7 @@
 """The cuDNN LSTM path. Off a CUDA GPU, `jax.experimental.rnn.lstm` is replaced by jax's own reference of
 its mathematics (`rnn.lstm_ref` on the weights unpacked from cuDNN's flat layout), which checks our
-weight packing, transposes, one-hot input and wiring into the model; on a CUDA GPU the real call is
-checked against autodiff."""
+weight packing, transposes, one-hot input and wiring into the model, and the real call is traced for
+shapes only; on a CUDA GPU the real call is checked against autodiff."""
 
 import functools
 
@@ -118,3 +118,16 @@ def test_charlstm_calls_cudnn_on_a_cuda_gpu():
     net = model.CharLSTM(vocab_size=9, units=8, num_layers=1, rngs=nnx.Rngs(0))
     ids = jnp.zeros((2, 5), jnp.int32)
     assert "dnn_rnn_ffi" in jax.jit(lambda ids: net(ids)[0]).lower(ids).as_text()
+
+
+@pytest.mark.parametrize("vocab", [0, 4])
+def test_the_real_cudnn_call_traces_to_our_layers_shapes(monkeypatch, vocab):
+    """The real rnn.lstm traced without running (jax.eval_shape): our arguments bind to it, and its
+    forward and backward rules give our layer's shapes and dtypes. Sizing cuDNN's scratch buffers needs
+    a GPU, so off one a stand-in size serves."""
+    monkeypatch.setattr(rnn.gpu_rnn, "compute_rnn_workspace_reserve_space_sizes", lambda *sizes: (1, 1),
+                        raising=False)
+    layer = random_layer(vocab=vocab)
+    expected = jax.eval_shape(functools.partial(outputs_and_grads, our_lstm), *layer)
+    actual = jax.eval_shape(functools.partial(outputs_and_grads, cudnn_lstm.lstm_scan), *layer)
+    assert actual == expected
