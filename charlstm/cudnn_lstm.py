@@ -23,20 +23,17 @@ def available() -> bool:
 
 
 def serves(*arrays: jax.Array) -> bool:
-    """Whether cuDNN runs an LSTM layer on `arrays`: float32 on one CUDA GPU."""
-    return all(x.dtype == jnp.float32 for x in arrays) and available()
+    """Whether cuDNN runs an LSTM layer on `arrays`: float32 on one CUDA GPU, unless jax's default matmul
+    precision asks for bfloat16 matmuls, which jax's binding rejects. (It follows that setting itself:
+    'highest' or 'float32' turns TF32 off, as for XLA's own dots.)"""
+    bfloat16_matmuls = jax.config.jax_default_matmul_precision in ("default", "bfloat16")
+    return all(x.dtype == jnp.float32 for x in arrays) and not bfloat16_matmuls and available()
 
 
 def packed_weights(input_kernel: jax.Array, recurrent_kernel: jax.Array, bias: jax.Array) -> jax.Array:
     """One layer's weights in cuDNN's flat layout: W_ih, W_hh (row-major), b_ih, b_hh (zeros)."""
     parts = [input_kernel.T.ravel(), recurrent_kernel.T.ravel(), bias, jnp.zeros_like(bias)]
     return jnp.concatenate(parts)
-
-
-def _precision() -> str | None:
-    """cuDNN's matmul precision: full float32 where jax's default matmul precision asks for it (e.g. in
-    `jax.default_matmul_precision('highest')`), else TF32 on GPUs that have it, like XLA's own dots."""
-    return "highest" if jax.config.jax_default_matmul_precision in ("highest", "float32") else None
 
 
 def lstm_scan(
@@ -59,6 +56,5 @@ def lstm_scan(
         num_layers=1,
         dropout=0.0,
         bidirectional=False,
-        precision=_precision(),
     )
     return jnp.swapaxes(hs, 0, 1), (h_n[0], c_n[0])

@@ -224,7 +224,9 @@ def alternative_lstm_steps(config, vocab_size: int, steps: int) -> dict[str, Cal
     """The same step with the LSTM's other implementations in place of the default (cuDNN on a CUDA GPU,
     the compiled CPU kernel on a CPU, where they serve): fused_lstm's XLA scan with the hand-written
     backward pass, and autodiff through lax.scan of the cell."""
-    never = lambda *arguments: False
+    def never(*arguments) -> bool:
+        return False
+
     alternatives = {
         "xla_scan": [(cudnn_lstm, "available", never), (fused_lstm, "_use_native", never)],
         "autodiff": [(cudnn_lstm, "available", never), (model, "lstm_scan", model.lstm_scan_autodiff)],
@@ -232,10 +234,10 @@ def alternative_lstm_steps(config, vocab_size: int, steps: int) -> dict[str, Cal
     alternative_runs = {}
     for name, replacements in alternatives.items():
         with contextlib.ExitStack() as restore:
+            restore.callback(jax.clear_caches)  # Runs last: the default traces again afterwards.
             for module, attribute, replacement in replacements:
                 restore.callback(setattr, module, attribute, getattr(module, attribute))
                 setattr(module, attribute, replacement)
-            restore.callback(jax.clear_caches)
             jax.clear_caches()  # Trace train_step again, with the replacements.
             alternative_runs[name] = compiled_train_step(config, vocab_size, steps)[1]
     return alternative_runs

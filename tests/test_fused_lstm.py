@@ -8,7 +8,7 @@ import optax
 import pytest
 from flax import nnx
 
-from charlstm import fused_lstm, model, native_lstm
+from charlstm import cudnn_lstm, fused_lstm, model, native_lstm
 from charlstm.fused_lstm import lstm_scan_fused
 
 # The autodiff reference: jax.grad through lax.scan of model.lstm_cell.
@@ -17,7 +17,9 @@ reference_scan = model.lstm_scan_autodiff
 
 @pytest.fixture(params=["native", "xla"])
 def path(request, monkeypatch):
-    """Runs a test on each implementation of lstm_scan_fused: the compiled CPU kernel and the XLA scan."""
+    """Runs a test on each implementation of lstm_scan_fused: the compiled CPU kernel and the XLA scan
+    (and keeps the model off cuDNN, so that on a CUDA GPU too the model-level tests check this module)."""
+    monkeypatch.setattr(cudnn_lstm, "available", lambda: False)
     if request.param == "native":
         assert native_lstm.available(), "the compiled LSTM kernel did not build: see setup.py"
     else:
