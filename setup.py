@@ -14,9 +14,10 @@ setup(
             "charlstm._lstm_cpu",
             ["csrc/lstm_cpu.cc"],
             include_dirs=[jax.ffi.include_dir(), scipy_openblas32.get_include_dir()],
-            # Built on the machine that runs it, so it may use all of that CPU's vector instructions.
-            # OpenBLAS is not linked here: charlstm.native_lstm loads scipy_openblas32's copy and hands it over.
-            extra_compile_args=["-std=c++17", "-O3", "-march=native"],
+            # No -march: the kernel picks its loops' instruction set when loaded (VECTOR_CLONES), so a build
+            # runs on any CPU of the architecture. OpenBLAS is not linked here: charlstm.native_lstm loads
+            # scipy_openblas32's copy (which picks its own) and hands it over.
+            extra_compile_args=["-std=c++17", "-O3"],
             language="c++",
             optional=True,
         )

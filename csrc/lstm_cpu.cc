@@ -24,10 +24,22 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// e^x for x in [-87, 87]: 2^n * e^r with n = round(x / ln 2) and |r| <= ln(2) / 2, e^r by its Taylor
-// polynomial of degree 7 (relative error below 1e-7). Written so that the compiler vectorises it.
+// The element-wise loops are compiled for several x86-64 levels (AVX-512, AVX2 with FMA, baseline) and
+// the loader picks the best this CPU runs, so a kernel built on one machine runs on any other (a
+// -march=native build would crash with an illegal instruction on an older CPU). GCC 11 cannot clone by
+// level, so there the AVX2 copy goes without FMA. Other compilers and architectures: as built.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+// e^x for x in [-87, 87] (the caller keeps it there): 2^n * e^r with n = round(x / ln 2) and
+// |r| <= ln(2) / 2, e^r by its Taylor polynomial of degree 7 (relative error below 1e-7). Written so that
+// the compiler vectorises it.
 inline float exp_approx(float x) {
-  x = x < -87.0f ? -87.0f : (x > 87.0f ? 87.0f : x);
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // Round to nearest: 1.5 * 2^23.
   const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;  // ln 2 in two parts.
   float p = 1.0f / 5040.0f;
@@ -44,9 +56,16 @@ inline float exp_approx(float x) {
   return p * scale;
 }
 
-// tanh(x) = (e^2x - 1) / (e^2x + 1); |x| > 9 is 1 in float32. Absolute error about 1e-7.
+// tanh(x) = (e^2x - 1) / (e^2x + 1), absolute error about 1e-7. |x| is capped at 9, past which tanh is
+// ±1 in float32; NaN stays NaN. The cap works on the float's bits, so it is an integer min, not a branch:
+// GCC 11 cannot vectorise a loop around a clamp of the float itself (it threads the clamped paths).
 inline float tanh_approx(float x) {
-  x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
+  constexpr uint32_t kSign = 0x80000000u, kInfinity = 0x7f800000u, kNine = 0x41100000u;  // 9.0f
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const uint32_t magnitude = bits & ~kSign;
+  bits = (bits & kSign) | (magnitude > kInfinity ? magnitude : std::min(magnitude, kNine));
+  std::memcpy(&x, &bits, sizeof x);
   const float e = exp_approx(2.0f * x);
   return (e - 1.0f) / (e + 1.0f);
 }
@@ -129,7 +148,7 @@ ffi::Error Guarded(const Body& body) {
 }
 
 // out += in, n floats (restrict parameters, so that the compiler vectorises it).
-void AddTo(int64_t n, const float* __restrict in, float* __restrict out) {
+VECTOR_CLONES void AddTo(int64_t n, const float* __restrict in, float* __restrict out) {
   for (int64_t j = 0; j < n; ++j) out[j] += in[j];
 }
 
@@ -141,9 +160,12 @@ Float* TableRow(Float* table, int64_t vocab, int64_t width, int32_t id) {
 }
 
 // One batch row's c and h from its gates' tanh. Every array is a separate restrict parameter
-// (the gates are four slices of one row) so that the compiler vectorises the loop.
-void row_forward(int units, const float* __restrict i, const float* __restrict f, const float* __restrict g,
-                 const float* __restrict o, const float* __restrict c_prev, float* __restrict c, float* __restrict h) {
+// (the gates are four slices of one row) so that the compiler vectorises the loop. Inlined into each
+// of step_forward's clones, and so compiled for its instruction set; likewise the other row functions.
+[[gnu::always_inline]] inline void row_forward(int units, const float* __restrict i, const float* __restrict f,
+                                               const float* __restrict g, const float* __restrict o,
+                                               const float* __restrict c_prev, float* __restrict c,
+                                               float* __restrict h) {
   for (int u = 0; u < units; ++u) {
     c[u] = (0.5f + 0.5f * f[u]) * c_prev[u] + (0.5f + 0.5f * i[u]) * g[u];
     h[u] = (0.5f + 0.5f * o[u]) * tanh_approx(c[u]);
@@ -151,13 +173,14 @@ void row_forward(int units, const float* __restrict i, const float* __restrict f
 }
 
 // z[j] = tanh(scale * (z[j] + x[j])) for n gates of one row.
-void GateTanh(int n, float scale, const float* __restrict x, float* __restrict z) {
+[[gnu::always_inline]] inline void GateTanh(int n, float scale, const float* __restrict x, float* __restrict z) {
   for (int j = 0; j < n; ++j) z[j] = tanh_approx(scale * (z[j] + x[j]));
 }
 
 // One step's gates, in place: z [batch, 4*units] holds h @ kernel; with each row's input projection
 // x_rows[b] added they become the tanh of the pre-activations; then c and h.
-void step_forward(int batch, int units, float* z, const float* const* x_rows, const float* c_prev, float* c, float* h) {
+VECTOR_CLONES void step_forward(int batch, int units, float* z, const float* const* x_rows, const float* c_prev,
+                                float* c, float* h) {
   for (int b = 0; b < batch; ++b) {
     float* zb = z + static_cast<size_t>(b) * 4 * units;
     const float* xb = x_rows[b];
@@ -171,9 +194,10 @@ void step_forward(int batch, int units, float* z, const float* const* x_rows, co
 
 // One batch row back, in place: the gates' tanh (i, f, g, o) become the gradients of their
 // pre-activations, and dc that of the previous c.
-void row_backward(int units, float* __restrict i, float* __restrict f, float* __restrict g, float* __restrict o,
-                  const float* __restrict c, const float* __restrict c_prev, const float* __restrict dh,
-                  float* __restrict dc) {
+[[gnu::always_inline]] inline void row_backward(int units, float* __restrict i, float* __restrict f,
+                                                float* __restrict g, float* __restrict o, const float* __restrict c,
+                                                const float* __restrict c_prev, const float* __restrict dh,
+                                                float* __restrict dc) {
   for (int u = 0; u < units; ++u) {
     const float tanh_c = tanh_approx(c[u]);
     const float grad_c = dc[u] + dh[u] * (0.5f + 0.5f * o[u]) * (1.0f - tanh_c * tanh_c);
@@ -190,7 +214,8 @@ void row_backward(int units, float* __restrict i, float* __restrict f, float* __
 // One step back, in place: the step's gates in z become dz, the gradient of its pre-activations.
 // dh holds the gradient reaching this step's h (from the output and later steps), dc that of its c;
 // dc becomes the gradient of the previous c. The caller turns dz into the previous step's dh.
-void step_backward(int batch, int units, float* z, const float* c, const float* c_prev, const float* dh, float* dc) {
+VECTOR_CLONES void step_backward(int batch, int units, float* z, const float* c, const float* c_prev, const float* dh,
+                                 float* dc) {
   for (int b = 0; b < batch; ++b) {
     float* zb = z + static_cast<size_t>(b) * 4 * units;
     const size_t row = static_cast<size_t>(b) * units;

@@ -18,13 +18,16 @@ reference_scan = model.lstm_scan_autodiff
 @pytest.fixture(params=["native", "xla"])
 def path(request, monkeypatch):
     """Runs a test on each implementation of lstm_scan_fused: the compiled CPU kernel and the XLA scan
-    (and keeps the model off cuDNN, so that on a CUDA GPU too the model-level tests check this module)."""
+    (and keeps the model off cuDNN, so that on a CUDA GPU too the model-level tests check this module).
+    jit's caches are cleared around it: a function jitted under one path must not serve the other."""
     monkeypatch.setattr(cudnn_lstm, "available", lambda: False)
     if request.param == "native":
         assert native_lstm.available(), "the compiled LSTM kernel did not build: see setup.py"
     else:
         monkeypatch.setattr(fused_lstm, "_use_native", lambda *arrays: False)
-    return request.param
+    jax.clear_caches()
+    yield request.param
+    jax.clear_caches()
 
 
 def random_problem(batch=3, time=7, units=5, dtype=jnp.float32, seed=0, vocab=0):
@@ -119,6 +122,19 @@ def test_outputs_without_gradients_equal_the_cell_scan(path, batch, time, units,
     actual = jax.jit(lstm_scan_fused)(kernel, carry, x, ids)
     for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", [1e30, -np.inf, np.nan])
+def test_huge_infinite_and_nan_inputs_give_what_the_cell_scan_gives(path, value):
+    """The gates' tanh saturates to +-1 for huge and infinite pre-activations and keeps NaN, like jnp.tanh:
+    a diverged run shows NaN rather than hiding it."""
+    kernel, carry, x_proj, _, _ = random_problem(seed=3)
+    x_proj = x_proj.at[2, 1].set(value)  # One row's inputs at step 2.
+    expected = reference_scan(kernel, carry, x_proj, None)
+    actual = jax.jit(lstm_scan_fused)(kernel, carry, x_proj, None)
+    assert np.isnan(expected[0]).any() == np.isnan(value)
+    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)  # NaN where NaN is expected.
 
 
 @pytest.mark.parametrize("vocab", [0, 4])
