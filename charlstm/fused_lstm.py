@@ -16,10 +16,10 @@ charlstm.native_lstm (each time step one OpenBLAS matmul and one vectorised loop
 no per-step dispatch, the batch split over the cores; the table lookup and its
 gradient inside); elsewhere (GPU, TPU, several devices, bfloat16, or where the
 kernel did not build), `lax.scan` in XLA. (On one CUDA GPU in float32 the
-model runs its LSTM layers through charlstm.cudnn_lstm instead of this.) The XLA backward pass runs in the
-inputs' dtype (bfloat16 stays bfloat16, like autodiff would), except that the
-recurrent-weight and table gradients, sums over time*batch terms, accumulate in
-float32 before the cast back.
+model runs its LSTM layers through charlstm.cudnn_lstm instead of this.) The
+XLA backward pass runs in the inputs' dtype (bfloat16 stays bfloat16, like
+autodiff would), except that the recurrent-weight and table gradients, sums
+over time*batch terms, accumulate in float32 before the cast back.
 """
 
 import jax

@@ -112,12 +112,11 @@ class RecurrentLayer(nnx.Module):
     def __call__(self, x: jax.Array, carry: Carry, recurrent_kernel: jax.Array | None = None):
         """Time-major: hs `[time, batch, units]` and the final carry; `recurrent_kernel` overrides (DropConnect)."""
         kernel = self.recurrent_kernel[...] if recurrent_kernel is None else recurrent_kernel
-        if self.cell == "lstm" and cudnn_lstm.serves(kernel, *carry):
+        if self.cell != "lstm":
+            return scan_cell(CELLS[self.cell][1], kernel, carry, input_projection(*self.inputs(x)))
+        if cudnn_lstm.serves(kernel, *carry):
             return cudnn_lstm.lstm_scan(self.input_kernel[...], kernel, self.bias[...], carry, x)
-        x, ids = self.inputs(x)
-        if self.cell == "lstm":  # The compiled CPU kernel gathers the table's rows by id itself.
-            return lstm_scan(kernel, carry, x, ids)
-        return scan_cell(CELLS[self.cell][1], kernel, carry, input_projection(x, ids))
+        return lstm_scan(kernel, carry, *self.inputs(x))  # The CPU kernel gathers the table's rows by id itself.
 
 
 class CharLSTM(nnx.Module):

@@ -7,13 +7,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 from flax import nnx
 from jax.experimental import rnn
 
 from charlstm import cudnn_lstm, model
-from tests.test_fused_lstm import charlstm_value_and_grads
+from tests.test_fused_lstm import assert_trees_close, charlstm_value_and_grads
 
 on_cuda = pytest.mark.skipif(not cudnn_lstm.available(), reason="needs one CUDA GPU")
 
@@ -69,11 +68,6 @@ def outputs_and_grads(lstm, input_kernel, recurrent_kernel, bias, carry, x):
         (input_kernel, recurrent_kernel, bias), carry, x if float_x else jnp.zeros(())
     )
     return outputs, grads
-
-
-def assert_trees_close(expected, actual, tolerance: float = 1e-5) -> None:
-    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
-        np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.parametrize("vocab", [0, 4])

@@ -50,6 +50,13 @@ def outputs_and_grads(scan, kernel, carry, x, ids, cotangents):
     return outputs, vjp(cotangents)
 
 
+def assert_trees_close(expected, actual, tolerance: float = 1e-5) -> None:
+    """Every array of `actual` equals its twin in `expected` to `tolerance`, absolute and relative (NaN
+    matching NaN)."""
+    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
+        np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
+
+
 # (batch, time, units, vocab): small problems with x_proj and with a table gathered by id, and ones
 # whose 37 rows (over 30 steps) and 128 gate columns the kernel splits in two on two cores or more.
 PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (37, 30, 32, 0), (37, 30, 32, 9)]
@@ -60,8 +67,7 @@ def test_outputs_and_gradients_equal_autodiff(path, batch, time, units, vocab):
     problem = random_problem(batch=batch, time=time, units=units, vocab=vocab)
     expected = outputs_and_grads(reference_scan, *problem)
     actual = jax.jit(functools.partial(outputs_and_grads, lstm_scan_fused))(*problem)
-    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert_trees_close(expected, actual)
 
 
 def test_final_carry_cotangent_alone_reaches_every_input(path):
@@ -110,8 +116,7 @@ def test_charlstm_loss_gradients_equal_autodiff(monkeypatch, path, stateful):
     actual = charlstm_value_and_grads(stateful)
     monkeypatch.setattr(model, "lstm_scan", reference_scan)
     expected = charlstm_value_and_grads(stateful)
-    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert_trees_close(expected, actual)
 
 
 @pytest.mark.parametrize("batch, time, units, vocab", [(2, 1, 3, 0), *PROBLEMS])
@@ -120,8 +125,7 @@ def test_outputs_without_gradients_equal_the_cell_scan(path, batch, time, units,
     kernel, carry, x, ids, _ = random_problem(batch=batch, time=time, units=units, seed=2, vocab=vocab)
     expected = reference_scan(kernel, carry, x, ids)
     actual = jax.jit(lstm_scan_fused)(kernel, carry, x, ids)
-    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    assert_trees_close(expected, actual)
 
 
 @pytest.mark.parametrize("value", [1e30, -np.inf, np.nan])
@@ -133,8 +137,7 @@ def test_huge_infinite_and_nan_inputs_give_what_the_cell_scan_gives(path, value)
     expected = reference_scan(kernel, carry, x_proj, None)
     actual = jax.jit(lstm_scan_fused)(kernel, carry, x_proj, None)
     assert np.isnan(expected[0]).any() == np.isnan(value)
-    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)  # NaN where NaN is expected.
+    assert_trees_close(expected, actual)  # NaN where NaN is expected.
 
 
 @pytest.mark.parametrize("vocab", [0, 4])
