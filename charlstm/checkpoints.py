@@ -54,7 +54,7 @@ class Checkpoints:
                 best_mode="min",
                 preservation_policy=None if read_only else keep,
                 read_only=read_only,
-                enable_async_checkpointing=False,
+                enable_async_checkpointing=not read_only,  # Training goes on while a save is written.
             )
             self.manager = ocp.CheckpointManager(directory, options=options)
 
@@ -68,11 +68,14 @@ class Checkpoints:
         """Writes `state` (a pytree of arrays) and `meta` (JSON-able) as checkpoint `step`.
 
         `val_loss` None marks a mid-epoch checkpoint: kept while it is the latest,
-        never counted as the best.
+        never counted as the best. The files are written in the background: `wait` for them.
         """
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         metrics = None if val_loss is None else {"val_loss": val_loss}
         self.manager.save(step, args=args, metrics=metrics, force=True)
+
+    def wait(self) -> None:
+        """Returns when the last save is complete on disk."""
         self.manager.wait_until_finished()
 
     def restore_meta(self, step: int) -> dict:

@@ -8,6 +8,9 @@ import ml_collections
 
 from charlstm.errors import CharLSTMError
 
+# Evaluation protocols (charlstm.evaluate).
+PROTOCOLS = ("window", "segments", "stream")
+
 _AT_LEAST_ONE = (
     "data.seq_length",
     "model.units",
@@ -16,6 +19,8 @@ _AT_LEAST_ONE = (
     "train.epochs",
     "train.log_every_steps",
     "eval.batch_size",
+    "eval.segment_length",
+    "eval.burn_in",
     "sample.length",
 )
 
@@ -37,6 +42,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
             _fail(field, value, "an integer >= 1")
     if not 0 < config.data.val_fraction < 1:
         _fail("data.val_fraction", config.data.val_fraction, "in (0, 1)")
+    if not 0 <= config.data.test_fraction < 1 - config.data.val_fraction:
+        _fail(
+            "data.test_fraction", config.data.test_fraction,
+            f"in [0, 1 - data.val_fraction) = [0, {1 - config.data.val_fraction:g}), so some text is left to train on",
+        )
+    protocols = "one of " + ", ".join(map(repr, PROTOCOLS))
+    if config.eval.protocol not in PROTOCOLS:
+        _fail("eval.protocol", config.eval.protocol, protocols)
+    final = config.eval.final_protocols
+    if not isinstance(final, (tuple, list)) or not all(p in PROTOCOLS for p in final):
+        _fail("eval.final_protocols", final, f"a tuple of {protocols}, e.g. '(\"window\",)'; () = none")
     for field in ("data.max_chars", "eval.max_chars"):
         if _get(config, field) < 0:
             _fail(field, _get(config, field), ">= 0 (0 = all)")

@@ -163,21 +163,26 @@ class Vocab:
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """A cleaned corpus with its vocabulary and the contiguous train/val split."""
+    """A cleaned corpus with its vocabulary and the contiguous train/val/test split (the vocabulary
+    is the whole file's)."""
 
     vocab: Vocab
     train_ids: np.ndarray  # [n_train] of vocab.id_dtype
     val_ids: np.ndarray  # [n_val] of vocab.id_dtype
+    test_ids: np.ndarray  # [n_test] of vocab.id_dtype; empty without data.test_fraction.
     source: str  # The file read.
     sha256: str
     n_bytes: int
     replaced: int  # Undecodable bytes replaced by U+FFFD before cleaning.
 
 
-def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Train is the head, validation the contiguous tail of `val_fraction` of the ids."""
-    n_val = int(round(len(ids) * val_fraction))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+def split_ids(ids: np.ndarray, val_fraction: float, test_fraction: float = 0.0) -> tuple[np.ndarray, ...]:
+    """(train, validation, test): test is the contiguous tail of `test_fraction` of the ids, validation
+    the `val_fraction` before it, train the head; test_fraction 0 leaves validation the tail."""
+    n_test = round(len(ids) * test_fraction)
+    n_val = round(len(ids) * val_fraction)
+    val_end = len(ids) - n_test
+    return ids[: val_end - n_val], ids[val_end - n_val : val_end], ids[val_end:]
 
 
 def corpus_path(data: ml_collections.ConfigDict) -> Path:
@@ -221,15 +226,16 @@ def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
     path = corpus_path(data)
     file = TextFile(path)
     vocab, ids = encode_file(file, data)
-    train_ids, val_ids = split_ids(ids, data.val_fraction)
-    shortest = min(len(train_ids), len(val_ids))
-    if shortest < data.seq_length + 1:
+    train_ids, val_ids, test_ids = split_ids(ids, data.val_fraction, data.test_fraction)
+    parts = [len(train_ids), len(val_ids)] + ([len(test_ids)] if data.test_fraction else [])
+    if min(parts) < data.seq_length + 1:
+        names = ("training", "validation", "test")
         raise CharLSTMError(
-            f"{str(path)!r} gives {len(train_ids)} training and {len(val_ids)} validation "
-            f"characters after cleaning; each needs at least seq_length+1="
-            f"{data.seq_length + 1}: use a longer text or a smaller data.seq_length"
+            f"{str(path)!r} gives {', '.join(f'{n} {name}' for n, name in zip(parts, names))} "
+            f"characters after cleaning; each needs at least seq_length+1={data.seq_length + 1}: "
+            "use a longer text, a smaller data.seq_length or larger split fractions"
         )
-    return Corpus(vocab, train_ids, val_ids, str(path), file.sha256, file.n_bytes, file.replaced)
+    return Corpus(vocab, train_ids, val_ids, test_ids, str(path), file.sha256, file.n_bytes, file.replaced)
 
 
 def epoch_window_starts(

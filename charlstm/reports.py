@@ -12,7 +12,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -28,9 +29,14 @@ CURVES_PNG, SAMPLES_MD, TENSORBOARD_DIR = "curves.png", "samples.md", "tensorboa
 SCALARS = ("train_loss", "val_loss", "val_bpc", "chars_per_second")
 # Marks the prompt inside a sample, so a reader sees where the model's own text starts.
 PROMPT_OPEN, PROMPT_CLOSE = "«", "»"
-# Leaderboard columns after 'run' and the config fields that differ between the runs.
-RESULT_COLUMNS = ("best val_bpc", "best epoch", "epochs", "train seconds", "sample")
+# Leaderboard columns after 'run' and the config fields that differ between the runs: 'best val_bpc'
+# is the per-epoch metric's (eval.protocol) best; the final_* ones score that checkpoint (final_metrics.json).
+FINAL_COLUMNS = {"final window val_bpc": ("val", "window"), "final stream val_bpc": ("val", "stream")}
+RESULT_COLUMNS = ("best val_bpc", *FINAL_COLUMNS, "best epoch", "epochs", "train seconds", "sample")
+BPC_COLUMNS = ("best val_bpc", *FINAL_COLUMNS)
 MARKDOWN_SAMPLE_CHARS = 48
+# While training, curves.png and samples.md are rewritten at most this often, and when training stops.
+REFRESH_SECONDS = 30.0
 
 
 @contextlib.contextmanager
@@ -114,6 +120,27 @@ def write_run_reports(workdir: str | Path) -> None:
         tmp.write_text(samples_markdown(metrics, run.read_samples()))
 
 
+@contextlib.contextmanager
+def refreshing(workdir: str | Path, every_seconds: float = REFRESH_SECONDS) -> Iterator[Callable[[], None]]:
+    """Yields `epoch_ended`, to call after each epoch: it rewrites the run's reports (write_run_reports)
+    after the first epoch and then at most every `every_seconds`; leaving the block, also by an
+    exception, brings them up to date. Plotting every epoch of a fast run costs more than its training."""
+    last, pending = -math.inf, False
+
+    def epoch_ended() -> None:
+        nonlocal last, pending
+        pending = True
+        if time.monotonic() - last >= every_seconds:
+            write_run_reports(workdir)
+            last, pending = time.monotonic(), False
+
+    try:
+        yield epoch_ended
+    finally:
+        if pending:
+            write_run_reports(workdir)
+
+
 def log_epoch_to_tensorboard(workdir: str | Path, metrics: dict, samples: dict) -> None:
     """Writes an epoch's SCALARS and samples (as text) under <workdir>/tensorboard/, step = epoch.
 
@@ -141,8 +168,8 @@ def _labels(paths: list[Path]) -> list[str]:
     return [str(p.resolve().relative_to(common)) for p in paths]
 
 
-def _read_run(path: Path) -> tuple[dict, list[dict], list[dict]]:
-    """A finished-epoch run's config (flattened), metrics and samples; refuses anything else."""
+def _read_run(path: Path) -> tuple[dict, list[dict], list[dict], dict]:
+    """A finished-epoch run's config (flattened), metrics, samples and final metrics; refuses anything else."""
     if not (path / "metrics.jsonl").is_file() or not (path / "config.json").is_file():
         raise CharLSTMError(
             f"{str(path)!r} is not a run folder (no metrics.jsonl or config.json): "
@@ -152,15 +179,18 @@ def _read_run(path: Path) -> tuple[dict, list[dict], list[dict]]:
     metrics = run.read_metrics()
     if not metrics:
         raise CharLSTMError(f"run folder {str(path)!r} has no finished epoch yet: train it first")
-    return flatten(json.loads((path / "config.json").read_text())), metrics, run.read_samples()
+    config = flatten(json.loads((path / "config.json").read_text()))
+    return config, metrics, run.read_samples(), run.read_final_metrics()
 
 
-def _result(metrics: list[dict], samples: list[dict]) -> dict:
-    """A run's RESULT_COLUMNS: its best epoch by val_bpc, the training time, that epoch's lowest-temperature sample."""
+def _result(metrics: list[dict], samples: list[dict], final: dict) -> dict:
+    """A run's RESULT_COLUMNS: its best epoch by val_bpc, the best checkpoint's final scores (None where
+    not computed), the training time, that epoch's lowest-temperature sample."""
     best = min(metrics, key=lambda m: m["val_bpc"])
     record = _by_epoch(samples).get(best["epoch"])
     sample = min(record["samples"], key=lambda s: s["temperature"])["text"] if record else ""
-    values = (best["val_bpc"], best["epoch"], metrics[-1]["epoch"], sum(m["seconds"] for m in metrics), sample)
+    finals = [final.get(split, {}).get(protocol, {}).get("bpc") for split, protocol in FINAL_COLUMNS.values()]
+    values = (best["val_bpc"], *finals, best["epoch"], metrics[-1]["epoch"], sum(m["seconds"] for m in metrics), sample)
     return dict(zip(RESULT_COLUMNS, values))
 
 
@@ -194,11 +224,11 @@ def compare_runs(paths: list[Path], plot_path: Path) -> list[dict]:
     """
     paths = [Path(p) for p in paths]
     runs = dict(zip(_labels(paths), map(_read_run, paths)))
-    configs = [config for config, _, _ in runs.values()]
+    configs = [config for config, *_ in runs.values()]
     fields = sorted({f for c in configs for f in c if any(c.get(f) != other.get(f) for other in configs)})
     rows = sorted(
-        ({"run": label, **{f: config.get(f) for f in fields}, **_result(metrics, samples)}
-         for label, (config, metrics, samples) in runs.items()),
+        ({"run": label, **{f: config.get(f) for f in fields}, **_result(metrics, samples, final)}
+         for label, (config, metrics, samples, final) in runs.items()),
         key=lambda row: row["best val_bpc"],
     )
     plot_validation_curves({row["run"]: runs[row["run"]][1] for row in rows}, plot_path)
@@ -207,8 +237,8 @@ def compare_runs(paths: list[Path], plot_path: Path) -> list[dict]:
 
 def _cell(column: str, value) -> str:
     """A leaderboard value as Markdown table text."""
-    if column == "best val_bpc":
-        text = f"{value:.4f}"
+    if column in BPC_COLUMNS:
+        text = "—" if value is None else f"{value:.4f}"
     elif column == "train seconds":
         text = f"{value:.1f}"
     elif column == "sample":

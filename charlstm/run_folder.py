@@ -23,6 +23,7 @@ from charlstm import parallel
 from charlstm.data import Corpus
 from charlstm.errors import CharLSTMError
 
+FINAL_METRICS = "final_metrics.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_collections", "numpy")
 # Fields that may change when a run resumes: how long it trains, what it logs and samples.
 RESUMABLE_CHANGES = ("train.epochs", "train.log_every_steps", "eval.", "sample.", "log.")
@@ -165,6 +166,18 @@ class RunFolder:
         with open(self.path / "samples.txt", "a") as f:
             f.write(f"=== epoch {record['epoch']}\n{format_samples(record)}\n")
         self._append("samples.jsonl", record)
+
+    def read_final_metrics(self) -> dict:
+        """final_metrics.json: the best checkpoint's scores when training ended; {} before."""
+        path = self.path / FINAL_METRICS
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def write_final_metrics(self, record: dict) -> None:
+        """Replaces final_metrics.json at once, so no reader sees half of it."""
+        if parallel.is_primary():
+            tmp = self.path / f".{FINAL_METRICS}.tmp"
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+            os.replace(tmp, self.path / FINAL_METRICS)
 
     def read_samples(self) -> list[dict]:
         return self._read_jsonl("samples.jsonl")

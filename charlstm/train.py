@@ -215,10 +215,16 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
     }
 
 
+def scored_ids(ids: np.ndarray, config) -> np.ndarray:
+    """The part of a validation or test split that evaluation scores (eval.max_chars)."""
+    return evaluate.limit(ids, config.data.seq_length, config.eval.max_chars)
+
+
 def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus, config) -> dict:
-    """The metrics.jsonl record of a finished epoch."""
-    val_ids = evaluate.limit(corpus.val_ids, config.data.seq_length, config.eval.max_chars)
-    val_loss = evaluate.mean_nll(graphdef, state["params"], val_ids, config.data.seq_length, config.eval.batch_size)
+    """The metrics.jsonl record of a finished epoch; val_loss under the per-epoch eval.protocol."""
+    began = time.perf_counter()
+    val_ids = scored_ids(corpus.val_ids, config)
+    val_loss = evaluate.mean_nll(graphdef, state["params"], val_ids, evaluate.Scoring.from_config(config))
     targets_per_window = config.data.seq_length if config.train.objective == "all" else 1
     return {
         "epoch": state["epoch"] + 1,
@@ -226,9 +232,51 @@ def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus
         "train_loss": float(state["loss_sum"]) / len(starts),
         "val_loss": val_loss,
         "val_bpc": evaluate.bits_per_char(val_loss),
+        "val_protocol": config.eval.protocol,
         "seconds": state["epoch_seconds"],
+        "val_seconds": time.perf_counter() - began,
         "chars_per_second": starts.size * targets_per_window / state["epoch_seconds"],
     }
+
+
+def final_metrics(graphdef, params, corpus: data.Corpus, config, step: int, epoch: int) -> dict:
+    """final_metrics.json: the best checkpoint's scores under each eval.final_protocols, on the
+    validation split and, when there is one, the test split."""
+    record = {"step": step, "epoch": epoch}
+    splits = {"val": corpus.val_ids, "test": corpus.test_ids} if len(corpus.test_ids) else {"val": corpus.val_ids}
+    for split, ids in splits.items():
+        ids = scored_ids(ids, config)
+        for protocol in config.eval.final_protocols:
+            began = time.perf_counter()
+            loss = evaluate.mean_nll(graphdef, params, ids, evaluate.Scoring.from_config(config, protocol))
+            record.setdefault(split, {})[protocol] = {
+                "loss": loss, "bpc": evaluate.bits_per_char(loss), "chars": len(ids) - config.data.seq_length,
+                "seconds": time.perf_counter() - began,
+            }
+    return record
+
+
+def evaluate_best(graphdef, state: dict, corpus: data.Corpus, config, run: RunFolder, checkpoints: Checkpoints):
+    """Scores the best checkpoint into final_metrics.json, unless that file already scores it;
+    `state` is a training state like the checkpoint's."""
+    best = checkpoints.best_step()
+    if best is None or not config.eval.final_protocols or run.read_final_metrics().get("step") == best:
+        return
+    params = checkpoints.restore(best, like=state)[0]["params"]
+    epoch = next((m["epoch"] for m in run.read_metrics() if m["step"] == best), None)
+    record = final_metrics(graphdef, params, corpus, config, best, epoch)
+    run.write_final_metrics(record)
+    print(describe_final(record))
+
+
+def describe_final(record: dict) -> str:
+    """final_metrics.json as lines: which checkpoint, then each split's bpc per protocol."""
+    lines = [f"best checkpoint (epoch {record['epoch']}, step {record['step']}):"]
+    for split in ("val", "test"):
+        if split in record:
+            scores = "  ".join(f"{p} {r['bpc']:.4f}" for p, r in record[split].items())
+            lines.append(f"  {split}_bpc {scores}  ({next(iter(record[split].values()))['chars']:,} characters)")
+    return "\n".join(lines)
 
 
 def novelty_reference(corpus: data.Corpus) -> str | None:
@@ -288,11 +336,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, c
             f"validation characters, vocabulary of {vocab.size}: {vocab.chars!r}{replaced}"
         )
         run = RunFolder(workdir)
-        with run.lock(), stop_requests() as stop:
-            return _train(config, corpus, run, command, stop)
+        with run.lock(), stop_requests() as stop, reports.refreshing(run.path) as epoch_ended:
+            return _train(config, corpus, run, command, stop, epoch_ended)
 
 
-def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict) -> list[dict]:
+def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict, epoch_ended) -> list[dict]:
     placement = shardings()
     graphdef, params, zero_carry = placed_model(config, corpus.vocab.size, placement)
     steps = data.steps_per_epoch(
@@ -310,7 +358,18 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
     if state["epoch"] >= config.train.epochs:
         print(f"already trained {state['epoch']} epochs: raise --config.train.epochs to go on")
 
-    train_ids = parallel.put(corpus.train_ids, placement["replicated"])
+    try:
+        state = _train_epochs(state, graphdef, tx, zero_carry, corpus, config, run, checkpoints, stop, epoch_ended)
+    finally:
+        checkpoints.wait()  # Saves run in the background; none is left half-written.
+    evaluate_best(graphdef, state, corpus, config, run, checkpoints)
+    return run.read_metrics()
+
+
+def _train_epochs(state: dict, graphdef, tx, zero_carry, corpus, config, run, checkpoints, stop, epoch_ended) -> dict:
+    """Trains the epochs left after `state`, each followed by its metrics, samples and checkpoint;
+    returns the last state. Raises TrainingInterrupted after saving mid-epoch when asked to stop."""
+    train_ids = parallel.put(corpus.train_ids, shardings()["replicated"])
     train_text = novelty_reference(corpus)
     meta = {"vocab": corpus.vocab.chars, "config": config.to_dict()}
     while state["epoch"] < config.train.epochs:
@@ -331,14 +390,14 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
         metrics.update(novelty.epoch_summary([s["text"] for s in samples["samples"]], train_text))
         print(
             f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}  "
-            f"val_loss {metrics['val_loss']:.4f}  val_bpc {metrics['val_bpc']:.4f}  "
+            f"val_loss {metrics['val_loss']:.4f}  val_bpc {metrics['val_bpc']:.4f} ({config.eval.protocol})  "
             f"{metrics['seconds']:.1f}s  {metrics['chars_per_second']:,.0f} chars/s  "
             f"samples: {novelty.describe_summary(metrics)}\n"
             f"{format_samples(samples)}"
         )
         run.append_metrics(metrics)
         run.append_samples(samples)
-        reports.write_run_reports(run.path)
+        epoch_ended()
         if config.log.tensorboard:
             reports.log_epoch_to_tensorboard(run.path, metrics, samples)
         state = {**initial_state(state["params"], tx, zero_carry), "opt_state": state["opt_state"],
@@ -353,4 +412,4 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
         if config.train.patience and waited >= config.train.patience:
             print(f"early stopping: no better val_loss for {waited} epochs (train.patience={config.train.patience})")
             break
-    return run.read_metrics()
+    return state

@@ -4,7 +4,9 @@
     python scripts/baseline.py --config configs/obama.py --orders=3,5,10 --json
 
 val_loss is defined as for the model (charlstm.evaluate): every validation character at position
->= data.seq_length, predicted from the characters before it (an n-gram reads only the last order-1).
+>= data.seq_length, predicted from the characters before it (an n-gram reads only the last order-1,
+so every protocol gives it the same number). With a test split (data.test_fraction > 0) the test
+text is scored the same way and reported beside validation; choose the order on validation.
 """
 
 import json
@@ -51,26 +53,31 @@ def main(argv: list[str]) -> None:
     orders = parse_orders(_ORDERS.value, data.seq_length)
     corpus = load_corpus(data)
     results = []
+    splits = {"val": corpus.val_ids, "test": corpus.test_ids} if len(corpus.test_ids) else {"val": corpus.val_ids}
     for order in orders:
         start = time.perf_counter()
         model = KneserNey(corpus.train_ids, order, corpus.vocab.size)
-        val_loss = float(model.per_char_nll(corpus.val_ids, data.seq_length).mean(dtype="float64"))
-        seconds = time.perf_counter() - start
-        results.append({"order": order, "val_loss": val_loss, "val_bpc": val_loss / math.log(2), "seconds": seconds})
+        result = {"order": order}
+        for split, ids in splits.items():
+            loss = float(model.per_char_nll(ids, data.seq_length).mean(dtype="float64"))
+            result.update({f"{split}_loss": loss, f"{split}_bpc": loss / math.log(2)})
+        results.append({**result, "seconds": time.perf_counter() - start})
     best = min(results, key=lambda r: r["val_loss"])
     if _JSON.value:
         print(json.dumps({
             "corpus": corpus.source, "train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids),
-            "vocab_size": corpus.vocab.size, "seq_length": data.seq_length, "results": results,
-            "best": {"order": best["order"], "val_bpc": best["val_bpc"]},
+            "test_chars": len(corpus.test_ids), "vocab_size": corpus.vocab.size, "seq_length": data.seq_length,
+            "results": results, "best": {k: best[k] for k in ("order", *(f"{s}_bpc" for s in splits))},
         }))
         return
-    print(f"Kneser-Ney baselines on {corpus.source}: {len(corpus.train_ids)} train, "
-          f"{len(corpus.val_ids)} val chars, V={corpus.vocab.size}, seq_length={data.seq_length}")
-    print(f"{'order':>5}  {'val_loss':>8}  {'val_bpc':>7}  {'seconds':>7}")
+    print(f"Kneser-Ney baselines on {corpus.source}: {len(corpus.train_ids)} train, {len(corpus.val_ids)} val, "
+          f"{len(corpus.test_ids)} test chars, V={corpus.vocab.size}, seq_length={data.seq_length}")
+    columns = [f"{s}_{m}" for s in splits for m in ("loss", "bpc")]
+    print(f"{'order':>5}  " + "  ".join(f"{c:>9}" for c in columns) + f"  {'seconds':>7}")
     for r in results:
-        print(f"{r['order']:>5}  {r['val_loss']:>8.4f}  {r['val_bpc']:>7.4f}  {r['seconds']:>7.2f}")
-    print(f"best: order {best['order']}, val_bpc {best['val_bpc']:.4f}")
+        print(f"{r['order']:>5}  " + "  ".join(f"{r[c]:>9.4f}" for c in columns) + f"  {r['seconds']:>7.2f}")
+    chosen = ", ".join(f"{s}_bpc {best[f'{s}_bpc']:.4f}" for s in splits)
+    print(f"best on validation: order {best['order']}, {chosen}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ lab's sample() on the host, the window shifted by one. Without --workdir the
 model is freshly initialised in the Obama run's shape (128 LSTM units, 45
 characters, seq_length 100): speed does not depend on the weights.
 
-eval: characters per second of evaluate.mean_nll, the val_loss computation,
-on --eval_chars random characters (default 25,000: about the Obama validation split).
+eval: characters per second of each evaluation protocol (charlstm.evaluate:
+window, segments, stream, with configs/default.py's eval settings) and of
+dynamic evaluation (charlstm.dynamic_eval, its gradient statistics included), on
+--eval_chars random characters (default 25,000: about the Obama validation split).
 
 train: the real charlstm.train.train_step in --config's shapes (45 characters)
 on random windows: compile seconds, median seconds per step after warm-up,
@@ -52,7 +54,8 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from charlstm import cli, cudnn_lstm, evaluate, fused_lstm, native_lstm, runs, sampling
+from charlstm import cli, cudnn_lstm, dynamic_eval, evaluate, fused_lstm, native_lstm, runs, sampling
+from charlstm.config import PROTOCOLS
 from charlstm.errors import CharLSTMError
 from charlstm import model
 from charlstm.train import create_model, make_optimizer, split_model, train_step
@@ -159,13 +162,23 @@ def generate_section() -> dict:
 
 
 def eval_section() -> dict:
-    """Characters per second of evaluate.mean_nll (how val_loss is computed) at the default eval batch size."""
+    """Characters per second of each evaluation protocol and of dynamic evaluation, at the default settings."""
     graphdef, params, vocab_size, seq_length = benchmark_model()
     ids = np.random.default_rng(0).integers(vocab_size, size=seq_length + _EVAL_CHARS.value).astype(np.int32)
-    batch_size = runs.default_config().eval.batch_size
-    run = lambda: evaluate.mean_nll(graphdef, params, ids, seq_length, batch_size)
-    run()
-    return {"eval_chars_per_second": _EVAL_CHARS.value / fastest(run, _REPEATS.value)}
+    config = runs.default_config()
+    config.data.seq_length = seq_length
+    methods = {
+        protocol: functools.partial(evaluate.mean_nll, graphdef, params, ids, evaluate.Scoring.from_config(config, protocol))
+        for protocol in PROTOCOLS
+    }
+    methods["dynamic"] = functools.partial(
+        dynamic_eval.per_char_nll, graphdef, params, ids, seq_length, ids, dynamic_eval.Settings()
+    )
+    speeds = {}
+    for name, run in methods.items():
+        run()
+        speeds[name] = _EVAL_CHARS.value / fastest(run, _REPEATS.value)
+    return {"eval_chars_per_second": speeds}
 
 
 def median_seconds(run: Callable[[], Any], repeats: int) -> float:

@@ -79,6 +79,7 @@ def measure(config, folder: Path) -> dict:
     novelty.epoch_summary([s["text"] for s in samples["samples"]], train.novelty_reference(corpus))
     phase("samples_novelty")
     checkpoints.save(state["step"], state, {"vocab": corpus.vocab.chars}, metrics["val_loss"])
+    checkpoints.wait()
     phase("checkpoint")
     return {"train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids), "vocab": corpus.vocab.size,
             "ids_dtype": str(corpus.train_ids.dtype), "phases": results}

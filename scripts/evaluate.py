@@ -1,69 +1,170 @@
-"""Scores a trained run on its validation text or any text file: val_loss (nats/char) and val_bpc.
+"""Scores a trained run on its validation or test text, or any text file: loss (nats/char) and bpc.
 
     python scripts/evaluate.py --workdir runs/obama
+    python scripts/evaluate.py --workdir runs/obama --protocol stream
+    python scripts/evaluate.py --workdir runs/obama --dynamic --dynamic_lr 1e-4 --dynamic_decay 1e-3
+    python scripts/evaluate.py --workdir runs/obama --mix_ngram 12
     python scripts/evaluate.py --workdir runs/obama --text some_speech.txt --tsv surprisal.tsv --html surprisal.html
 
-The metric is DESIGN.md's val_loss: every character at position >= data.seq_length,
-each predicted from exactly its preceding data.seq_length characters (of the
-validation text, only the first eval.max_chars when that is set, as in training). A text
-file is cleaned as the training text was; characters the cleaning removes are
-dropped with a warning, characters it keeps that the run never saw are an
-error (--config.sample.oov=skip drops them). --tsv and --html write each
-scored character's surprisal; the HTML page shades it, to show where the
-model is confused.
+Every protocol scores the characters at position >= data.seq_length (of the
+validation text, only the first eval.max_chars when that is set, as in
+training); README's "The metric" defines them. --dynamic adapts a copy of the
+weights to the text as it scores it (charlstm.dynamic_eval): a protocol of its
+own, a stream. --mix_ngram ORDER interpolates the model with a Kneser-Ney model
+of that order fitted on the run's training text, the weight fitted on
+validation when scoring --split test, else on each half of the scored text and
+reported on the other. A text file is cleaned as the training text was;
+characters the cleaning removes are dropped with a warning, characters it
+keeps that the run never saw are an error (--config.sample.oov=skip drops
+them). --tsv and --html write each scored character's surprisal; the HTML page
+shades it, to show where the model is confused.
 """
 
+import json
 import sys
 
 import numpy as np
 from absl import flags
 
-from charlstm import cli, data, evaluate, runs
+from charlstm import cli, data, dynamic_eval, evaluate, mixture, runs
+from charlstm.config import PROTOCOLS
 from charlstm.errors import CharLSTMError
+from charlstm.ngram import KneserNey
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder made by scripts/train.py.")
-_TEXT = flags.DEFINE_string("text", "", "UTF-8 text file to score; empty: the run's own validation text.")
+_TEXT = flags.DEFINE_string("text", "", "UTF-8 text file to score; empty: the run's own --split.")
+_SPLIT = flags.DEFINE_enum("split", "val", ["val", "test"], "The run's split to score when no --text is given.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (lowest val_loss), 'latest' or a step number.")
+_PROTOCOL = flags.DEFINE_enum("protocol", "window", list(PROTOCOLS), "How characters are scored (README: The metric).")
+_DYNAMIC = flags.DEFINE_bool("dynamic", False, "Dynamic evaluation: adapt a copy of the weights while scoring.")
+_DYNAMIC_LR = flags.DEFINE_float("dynamic_lr", dynamic_eval.Settings.learning_rate, "--dynamic: step size.")
+_DYNAMIC_DECAY = flags.DEFINE_float(
+    "dynamic_decay", dynamic_eval.Settings.decay, "--dynamic: pull toward the trained weights per step, in [0, 1]."
+)
+_DYNAMIC_SEGMENT = flags.DEFINE_integer(
+    "dynamic_segment", dynamic_eval.Settings.segment_length, "--dynamic: characters scored, then trained on, per step."
+)
+_MIX_NGRAM = flags.DEFINE_integer("mix_ngram", 0, "Interpolate with a Kneser-Ney model of this order; 0 = off.")
 _TSV = flags.DEFINE_string("tsv", "", "Write per-character surprisal (position, char, bits) to this TSV file.")
 _HTML = flags.DEFINE_string("html", "", "Write the text shaded by per-character surprisal to this HTML file.")
+_JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of lines.")
 cli.define_config_overrides(runs.default_config(), "Overrides of the run's config, e.g. --config.eval.batch_size=256.")
 flags.mark_flags_as_required(["workdir"])
 
 
-def text_ids(run: runs.Run) -> tuple[str, np.ndarray]:
-    """What to score: a name for it and its ids `[n]`, from --text or the run's validation split."""
-    if not _TEXT.value:
-        ids = evaluate.limit(run.corpus().val_ids, run.config.data.seq_length, run.config.eval.max_chars)
-        return f"the validation text of {run.path}", ids
-    ids, warnings = run.encode(data.read_text(_TEXT.value).text, f"text of {_TEXT.value!r}")
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if len(ids) <= run.config.data.seq_length:
+def text_ids(run: runs.Run, split: str) -> tuple[str, np.ndarray]:
+    """What to score: a name for it and its ids `[n]`, from --text or the run's `split`."""
+    if _TEXT.value:
+        ids, warnings = run.encode(data.read_text(_TEXT.value).text, f"text of {_TEXT.value!r}")
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if len(ids) <= run.config.data.seq_length:
+            raise CharLSTMError(
+                f"{_TEXT.value!r} has {len(ids)} characters after cleaning; scoring needs more than "
+                f"data.seq_length={run.config.data.seq_length}: give a longer text"
+            )
+        return _TEXT.value, ids
+    corpus = run.corpus()
+    if split == "test" and not len(corpus.test_ids):
         raise CharLSTMError(
-            f"{_TEXT.value!r} has {len(ids)} characters after cleaning; scoring needs more than "
-            f"data.seq_length={run.config.data.seq_length}: give a longer text"
+            f"run folder {str(run.path)!r} has no test split (data.test_fraction=0): score --split val, "
+            "or train a run with --config.data.test_fraction=0.1"
         )
-    return _TEXT.value, ids
+    ids = corpus.test_ids if split == "test" else corpus.val_ids
+    return f"the {split} text of {run.path}", evaluate.limit(ids, run.config.data.seq_length, run.config.eval.max_chars)
+
+
+def check_flags() -> None:
+    """Refuses flag combinations and values that cannot be scored, before any work."""
+    if _DYNAMIC.value and _PROTOCOL.present:
+        raise CharLSTMError("--dynamic scores as a stream of its own: drop --protocol, or drop --dynamic")
+    if _MIX_NGRAM.value < 0:
+        raise CharLSTMError(f"--mix_ngram={_MIX_NGRAM.value} is invalid: give an n-gram order >= 1, or 0 for none")
+    if _TEXT.value and _SPLIT.present:
+        raise CharLSTMError("--text and --split both name what to score: give one of them")
+    dynamic_settings().check()
+
+
+def dynamic_settings() -> dynamic_eval.Settings:
+    return dynamic_eval.Settings(_DYNAMIC_LR.value, _DYNAMIC_DECAY.value, _DYNAMIC_SEGMENT.value)
+
+
+def protocol_name() -> str:
+    if not _DYNAMIC.value:
+        return _PROTOCOL.value
+    s = dynamic_settings()
+    return f"dynamic (lr {s.learning_rate:g}, decay {s.decay:g}, segment {s.segment_length})"
+
+
+def model_nll(run: runs.Run, ids: np.ndarray) -> np.ndarray:
+    """The run's NLL `[n]` of the scored characters of `ids`, under --protocol or --dynamic."""
+    first = run.config.data.seq_length
+    if _DYNAMIC.value:
+        train_ids = run.corpus().train_ids
+        return dynamic_eval.per_char_nll(run.graphdef, run.params, ids, first, train_ids, dynamic_settings())
+    return evaluate.per_char_nll(run.graphdef, run.params, ids, evaluate.Scoring.from_config(run.config, _PROTOCOL.value))
+
+
+def mixed(run: runs.Run, ids: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, dict]:
+    """--mix_ngram: the interpolated NLL `[n]` and what it took (order, Kneser-Ney alone, weights)."""
+    corpus, first = run.corpus(), run.config.data.seq_length
+    ngram = KneserNey(corpus.train_ids, _MIX_NGRAM.value, corpus.vocab.size)
+    ngram_nll = ngram.per_char_nll(ids, first)
+    if _SPLIT.value == "test" and not _TEXT.value:
+        val_ids = evaluate.limit(corpus.val_ids, first, run.config.eval.max_chars)
+        weights = (mixture.fit_weight(model_nll(run, val_ids), ngram.per_char_nll(val_ids, first)),)
+        fitted_on = "validation"
+        result = mixture.mixed_nll(nll, ngram_nll, weights[0])
+    else:
+        result, weights = mixture.cross_fitted_nll(nll, ngram_nll)
+        fitted_on = "the other half of the scored text"
+    info = {"order": _MIX_NGRAM.value, "ngram_bpc": evaluate.bits_per_char(evaluate.average(ngram_nll)),
+            "model_weights": list(weights), "fitted_on": fitted_on}
+    return result, info
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise CharLSTMError(f"unexpected arguments {argv[1:]}: give the file as --text FILE")
+    check_flags()
     run = runs.load(_WORKDIR.value, _CHECKPOINT.value, cli.config_overrides())
-    name, ids = text_ids(run)
-    seq_length = run.config.data.seq_length
-    nll = evaluate.per_char_nll(run.graphdef, run.params, ids, seq_length, run.config.eval.batch_size)
-    val_loss = evaluate.average(nll)
-    print(
-        f"val_loss {val_loss:.4f}  val_bpc {evaluate.bits_per_char(val_loss):.4f}  "
-        f"({len(nll):,} characters of {name}, checkpoint step {run.step})"
-    )
+    name, ids = text_ids(run, _SPLIT.value)
+    label = "text" if _TEXT.value else _SPLIT.value
+    nll = model_nll(run, ids)
+    loss = evaluate.average(nll)
+    result = {
+        "text": name, "checkpoint_step": run.step, "protocol": protocol_name(), "chars": len(nll),
+        f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss),
+    }
+    if _MIX_NGRAM.value:
+        nll, info = mixed(run, ids, nll)
+        loss = evaluate.average(nll)
+        result["mixture"] = {**info, f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss)}
+    if _JSON.value:
+        print(json.dumps(result))
+    else:
+        print(describe(result, label))
     text = run.vocab.decode(ids)
     if _TSV.value:
         cli.write_file(_TSV.value, evaluate.surprisal_tsv(text, nll), "tsv")
     if _HTML.value:
-        title = f"{name} under {run.path} (step {run.step}): {evaluate.bits_per_char(val_loss):.3f} bits/char"
+        title = f"{name} under {run.path} (step {run.step}): {evaluate.bits_per_char(loss):.3f} bits/char"
         cli.write_file(_HTML.value, evaluate.surprisal_html(text, nll, title), "html")
+
+
+def describe(result: dict, label: str) -> str:
+    """The result as lines: the model's score, then the mixture's."""
+    scored = f"{result['chars']:,} characters of {result['text']}, checkpoint step {result['checkpoint_step']}"
+    score = f"{label}_loss {result[f'{label}_loss']:.4f}  {label}_bpc {result[f'{label}_bpc']:.4f}"
+    lines = [f"{score}  ({result['protocol']}; {scored})"]
+    if mix := result.get("mixture"):
+        weights = ", ".join(f"{w:.3f}" for w in mix["model_weights"])
+        lines.append(
+            f"{label}_loss {mix[f'{label}_loss']:.4f}  {label}_bpc {mix[f'{label}_bpc']:.4f}  mixed with "
+            f"Kneser-Ney order {mix['order']} (alone {mix['ngram_bpc']:.4f} bpc; model weight {weights}, "
+            f"fitted on {mix['fitted_on']})"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

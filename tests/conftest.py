@@ -17,6 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
+# metrics.jsonl fields that time the run: the only ones that differ between identical runs.
+TIMINGS = ("seconds", "val_seconds", "chars_per_second")
+
+
+def without_timing(metrics: list[dict]) -> list[dict]:
+    """Epoch records without their TIMINGS, to compare runs."""
+    return [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics]
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")

@@ -21,8 +21,10 @@ def test_every_section_reports_positive_numbers():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert REPORTED <= report.keys()
-    numbers = [report[k] for k in ("train_step_seconds", "chars_per_second", "eval_chars_per_second")]
+    numbers = [report[k] for k in ("train_step_seconds", "chars_per_second")]
     numbers += [*report["generate_chars_per_second"].values(), *report["generate_chars_per_second_lab_method"].values()]
+    assert report["eval_chars_per_second"].keys() == {"window", "segments", "stream", "dynamic"}
+    numbers += report["eval_chars_per_second"].values()
     assert all(n > 0 for n in numbers)
     assert report["train_step_seconds_xla_scan_lstm"] > 0 and report["train_step_seconds_autodiff_lstm"] > 0  # An LSTM.
     assert report["native_lstm"]  # The compiled CPU kernel built and ran.

@@ -29,6 +29,12 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("sample.top_p", 1.5, "in (0, 1]"),
     ("sample.length", 0, ">= 1"),
     ("eval.max_chars", -1, ">= 0"),
+    ("eval.protocol", "windows", "one of 'window', 'segments', 'stream'"),
+    ("eval.burn_in", -5, ">= 1"),
+    ("eval.segment_length", 0, ">= 1"),
+    ("eval.final_protocols", ("window", "exact"), "a tuple of one of 'window'"),
+    ("data.test_fraction", 0.9, "in [0, 1 - data.val_fraction) = [0, 0.9)"),
+    ("data.test_fraction", -0.1, "in [0, 1 - data.val_fraction)"),
 ])
 def test_each_invalid_field_is_named_with_its_range(field, value, allowed):
     config = config_lib.from_file(REPO / "configs" / "tiny.py")

@@ -71,9 +71,18 @@ def test_window_order_is_shuffled_and_seeded():
 
 def test_split_is_contiguous_tail_without_overlap():
     ids = np.arange(1000, dtype=np.int32)
-    train, val = data.split_ids(ids, 0.1)
-    assert len(val) == 100
+    train, val, test = data.split_ids(ids, 0.1)
+    assert len(val) == 100 and len(test) == 0
     np.testing.assert_array_equal(np.concatenate([train, val]), ids)
+    train, val, test = data.split_ids(ids, 0.1, 0.05)
+    assert (len(train), len(val), len(test)) == (850, 100, 50)
+    np.testing.assert_array_equal(np.concatenate([train, val, test]), ids)
+
+
+def test_a_test_split_too_short_to_score_is_an_error(tiny_config):
+    tiny_config.data.test_fraction = 0.0005  # 10 characters, fewer than seq_length + 1.
+    with pytest.raises(CharLSTMError, match="10 test characters .* larger split fractions"):
+        data.load_corpus(tiny_config.data)
 
 
 def test_read_text_normalises_crlf_and_bom(tmp_path):

@@ -2,6 +2,7 @@ import math
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from charlstm import evaluate
@@ -9,20 +10,67 @@ from charlstm.model import CharLSTM
 from charlstm.train import split_model
 
 
-def test_val_loss_matches_a_direct_step_by_step_computation():
-    vocab_size, seq_length = 7, 5
-    model = CharLSTM(vocab_size, 10, 1, rngs=nnx.Rngs(3))
-    ids = np.asarray(jax.random.randint(jax.random.key(0), (23,), 0, vocab_size), np.int32)
-    expected = []
-    for i in range(seq_length, len(ids)):
-        logits, _ = model(ids[None, i - seq_length : i])  # Exactly the preceding seq_length chars.
-        expected.append(-jax.nn.log_softmax(logits[0, -1])[ids[i]])
+def window_scoring(seq_length: int, batch_size: int) -> evaluate.Scoring:
+    return evaluate.Scoring("window", seq_length, segment_length=1, burn_in=1, batch_size=batch_size)
+
+
+def random_model_and_ids(n: int, vocab_size: int = 7, seed: int = 3):
+    model = CharLSTM(vocab_size, 10, 2, rngs=nnx.Rngs(seed))
+    ids = np.asarray(jax.random.randint(jax.random.key(seed), (n,), 0, vocab_size), np.int32)
+    return model, ids
+
+
+def nll_after(model: CharLSTM, context: np.ndarray, target: int) -> float:
+    """NLL of `target` after `context` from a fresh state, in one call of the model."""
+    logits, _ = model(context[None])
+    return float(-jax.nn.log_softmax(logits[0, -1])[target])
+
+
+def test_window_protocol_matches_a_direct_computation():
+    seq_length = 5
+    model, ids = random_model_and_ids(23)
+    expected = [nll_after(model, ids[i - seq_length : i], ids[i]) for i in range(seq_length, len(ids))]
     graphdef, params = split_model(model)
-    per_char = evaluate.per_char_nll(graphdef, params, ids, seq_length, batch_size=4)  # 18 = 4*4 + 2.
+    per_char = evaluate.per_char_nll(graphdef, params, ids, window_scoring(seq_length, 4))  # 18 = 4*4 + 2.
     np.testing.assert_allclose(per_char, expected, rtol=1e-5)
-    mean = evaluate.mean_nll(graphdef, params, ids, seq_length, batch_size=7)
+    mean = evaluate.mean_nll(graphdef, params, ids, window_scoring(seq_length, 7))
     assert math.isclose(mean, float(np.mean(expected)), rel_tol=1e-5)
     assert math.isclose(evaluate.bits_per_char(mean), mean / math.log(2))
+
+
+def test_stream_protocol_equals_one_pass_a_character_at_a_time(monkeypatch):
+    first = 3
+    model, ids = random_model_and_ids(40)
+    state, expected = model.initial_state(1), []
+    for t in range(len(ids) - 1):
+        logits, state = model(ids[None, t : t + 1], state)
+        expected.append(float(-jax.nn.log_softmax(logits[0, 0])[ids[t + 1]]))
+    monkeypatch.setattr(evaluate, "STREAM_CHUNK", 8)  # 39 steps: four chunks carry the state, the last is padded.
+    stream = evaluate.Scoring("stream", first, 1, 1, 1)
+    np.testing.assert_allclose(evaluate.per_char_nll(*split_model(model), ids, stream), expected[first - 1 :], rtol=1e-5)
+
+
+@pytest.mark.parametrize("segment_length, burn_in", [(7, 4), (10, 12), (50, 1)])
+def test_segments_protocol_scores_each_segment_after_its_burn_in(segment_length, burn_in):
+    """Segment k covers [s_k, s_k + segment_length) from s_k = first + k * segment_length, its
+    state warmed up on ids[max(s_k - burn_in, 0) : s_k] from zeros."""
+    first = 5
+    model, ids = random_model_and_ids(48)
+    expected = []
+    for t in range(first, len(ids)):
+        start = first + (t - first) // segment_length * segment_length
+        expected.append(nll_after(model, ids[max(start - burn_in, 0) : t], ids[t]))
+    scoring = evaluate.Scoring("segments", first, segment_length, burn_in, batch_size=2)
+    np.testing.assert_allclose(evaluate.per_char_nll(*split_model(model), ids, scoring), expected, rtol=1e-5)
+
+
+def test_segments_with_a_burn_in_over_all_earlier_text_is_the_stream():
+    first = 4
+    model, ids = random_model_and_ids(60)
+    graphdef, params = split_model(model)
+    stream = evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring("stream", first, 1, 1, 1))
+    segments = evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring("segments", first, 9, len(ids), 3))
+    np.testing.assert_array_equal(segments, stream)
 
 
 def test_surprisal_tsv_has_one_escaped_row_per_scored_character():

@@ -1,10 +1,11 @@
+import json
 import math
 
 import numpy as np
 import pytest
 
 from charlstm import CharLSTMError
-from charlstm.data import Vocab
+from charlstm.data import Vocab, load_corpus
 from charlstm.ngram import KneserNey
 from tests.conftest import run_script
 
@@ -80,7 +81,19 @@ def baseline(data_dir, *args):
 def test_baseline_script_prints_the_best_order(data_dir):
     result = baseline(data_dir, "--orders=1,3")
     assert result.returncode == 0, result.stderr
-    assert "best: order 3, val_bpc" in result.stdout
+    assert "best on validation: order 3, val_bpc" in result.stdout
+
+
+def test_baseline_script_scores_the_test_split_as_the_model_does(data_dir, tiny_config):
+    result = baseline(data_dir, "--orders=2,4", "--config.data.test_fraction=0.1", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    tiny_config.data.test_fraction = 0.1
+    corpus = load_corpus(tiny_config.data)
+    expected = KneserNey(corpus.train_ids, 4, corpus.vocab.size).per_char_nll(corpus.test_ids, 20).mean()
+    (order_4,) = [r for r in report["results"] if r["order"] == 4]
+    assert report["test_chars"] == 2000 and math.isclose(order_4["test_loss"], expected, rel_tol=1e-12)
+    assert report["best"]["order"] == min(report["results"], key=lambda r: r["val_loss"])["order"]
 
 
 def test_baseline_script_rejects_order_zero_in_one_line(data_dir):

@@ -12,7 +12,7 @@ import pytest
 from charlstm import CharLSTMError, parallel
 from charlstm import config as config_lib
 from charlstm.train import train_and_evaluate
-from tests.conftest import REPO
+from tests.conftest import REPO, without_timing
 
 # Runs in a fresh process with 4 CPU devices: trains the tiny config, checks where the arrays
 # of every step live, prints the metrics as JSON.
@@ -51,10 +51,6 @@ except CharLSTMError as e:
     assert "does not split evenly over 4 devices" in str(e), e
 print(json.dumps(metrics))
 """
-
-
-def without_timing(metrics: list[dict]) -> list[dict]:
-    return [{k: v for k, v in m.items() if k not in ("seconds", "chars_per_second")} for m in metrics]
 
 
 def assert_close_per_epoch(got: list[dict], expected: list[dict]) -> None:

@@ -98,10 +98,21 @@ def test_samples_md_marks_the_prompt_and_keeps_the_last_record_of_an_epoch():
 
 
 def test_leaderboard_tables_keep_values_whole_in_csv_and_safe_in_markdown():
-    row = {"run": "a", "model.units": 64, "best val_bpc": 2.123456, "best epoch": 3, "epochs": 4,
-           "train seconds": 12.34, "sample": "one | two\nthree"}
+    row = {"run": "a", "model.units": 64, "best val_bpc": 2.123456, "final window val_bpc": 2.1, "final stream val_bpc": None,
+           "best epoch": 3, "epochs": 4, "train seconds": 12.34, "sample": "one | two\nthree"}
     markdown = reports.leaderboard_markdown([row]).splitlines()
-    assert markdown[0] == "| run | model.units | best val_bpc | best epoch | epochs | train seconds | sample |"
-    assert markdown[2] == "| a | 64 | 2.1235 | 3 | 4 | 12.3 | one \\| two ↵ three |"
+    assert markdown[0] == (
+        "| run | model.units | best val_bpc | final window val_bpc | final stream val_bpc | best epoch | epochs "
+        "| train seconds | sample |"
+    )
+    assert markdown[2] == "| a | 64 | 2.1235 | 2.1000 | — | 3 | 4 | 12.3 | one \\| two ↵ three |"
     (parsed,) = csv.DictReader(io.StringIO(reports.leaderboard_csv([row])))
     assert parsed["sample"] == "one | two\nthree" and float(parsed["best val_bpc"]) == 2.123456
+
+
+def test_the_leaderboard_shows_the_best_checkpoints_final_scores(tiny_run, tmp_path):
+    final = json.loads((tiny_run / "final_metrics.json").read_text())
+    (row,) = reports.compare_runs([tiny_run], tmp_path / "c.png")
+    assert row["final window val_bpc"] == final["val"]["window"]["bpc"]
+    assert row["final stream val_bpc"] == final["val"]["stream"]["bpc"]
+    assert row["best val_bpc"] == min(m["val_bpc"] for m in read_jsonl(tiny_run / "metrics.jsonl"))

@@ -16,14 +16,12 @@ import pytest
 from charlstm import train
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import TrainingDiverged
-from tests.conftest import REPO, run_script
-
-TIMING = {"seconds", "chars_per_second"}
+from tests.conftest import REPO, run_script, without_timing
 
 
 def numbers(workdir) -> list[dict]:
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+    return without_timing([json.loads(line) for line in lines])
 
 
 def final_params(workdir):

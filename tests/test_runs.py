@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import CharLSTMError, evaluate, runs
+from charlstm import CharLSTMError, dynamic_eval, evaluate, mixture, runs
 from charlstm import config as config_lib
 from charlstm.checkpoints import Checkpoints
+from charlstm.ngram import KneserNey
 from charlstm.train import train_and_evaluate
 from tests.conftest import REPO, run_script
 
@@ -102,10 +103,10 @@ def test_evaluate_matches_a_direct_computation(run, run_dir):
     windows = np.lib.stride_tricks.sliding_window_view(val_ids, seq_length + 1)
     logits, _ = nnx.merge(run.graphdef, run.params)(windows[:, :-1])
     direct = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits[:, -1])), windows[:, -1:], -1).mean()
-    val_loss = evaluate.mean_nll(run.graphdef, run.params, val_ids, seq_length, batch_size=300)
+    val_loss = evaluate.mean_nll(run.graphdef, run.params, val_ids, evaluate.Scoring("window", seq_length, 1, 1, 300))
     assert math.isclose(val_loss, direct, rel_tol=1e-5)
-    (metrics,) = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert math.isclose(val_loss, metrics["val_loss"], rel_tol=1e-5)
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert final["step"] == run.step and math.isclose(val_loss, final["val"]["window"]["loss"], rel_tol=1e-5)
 
 
 def test_a_changed_corpus_is_refused(run, tmp_path):
@@ -181,10 +182,46 @@ def test_evaluate_scores_a_text_file_and_writes_surprisal(run, run_dir, tmp_path
     assert result.returncode == 0, result.stderr
     assert "warning: dropped '%'" in result.stderr
     ids, _ = run.encode(text.read_text(), "text")
-    expected = evaluate.mean_nll(run.graphdef, run.params, ids, run.config.data.seq_length, 64)
-    assert f"val_loss {expected:.4f}  val_bpc {evaluate.bits_per_char(expected):.4f}" in result.stdout
+    expected = evaluate.mean_nll(run.graphdef, run.params, ids, evaluate.Scoring("window", run.config.data.seq_length, 1, 1, 64))
+    assert f"text_loss {expected:.4f}  text_bpc {evaluate.bits_per_char(expected):.4f}  (window;" in result.stdout
     rows = (tmp_path / "s.tsv").read_text().splitlines()[1:]
     assert len(rows) == len(ids) - run.config.data.seq_length
     bits = [float(row.split("\t")[2]) for row in rows]
     assert math.isclose(np.mean(bits), evaluate.bits_per_char(expected), abs_tol=1e-3)
     assert (tmp_path / "s.html").read_text().count("bits\">") == len(rows)
+
+
+def evaluate_json(run_dir, *flags: str) -> dict:
+    result = run_script("evaluate.py", "--workdir", str(run_dir), "--json", *flags)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_evaluate_scores_each_protocol_dynamic_and_the_ngram_mixture(run, run_dir):
+    val_ids, first = run.corpus().val_ids, run.config.data.seq_length
+    stream = evaluate.per_char_nll(run.graphdef, run.params, val_ids, evaluate.Scoring("stream", first, 1, 1, 1))
+    result = evaluate_json(run_dir, "--protocol", "stream", "--mix_ngram", "5")
+    assert result["protocol"] == "stream" and math.isclose(result["val_loss"], evaluate.average(stream), rel_tol=1e-6)
+    ngram = KneserNey(run.corpus().train_ids, 5, run.vocab.size).per_char_nll(val_ids, first)
+    mixed, weights = mixture.cross_fitted_nll(stream, ngram)
+    assert result["mixture"]["model_weights"] == pytest.approx(list(weights), rel=1e-5)
+    assert result["mixture"]["val_loss"] == pytest.approx(evaluate.average(mixed), rel=1e-6)
+
+    settings = dynamic_eval.Settings(learning_rate=1e-3, decay=0.01, segment_length=30)
+    dynamic = dynamic_eval.per_char_nll(run.graphdef, run.params, val_ids, first, run.corpus().train_ids, settings)
+    result = evaluate_json(run_dir, "--dynamic", "--dynamic_lr=1e-3", "--dynamic_decay=0.01", "--dynamic_segment=30")
+    assert result["protocol"].startswith("dynamic") and result["val_loss"] == pytest.approx(evaluate.average(dynamic), rel=1e-6)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--protocol", "exact"], "--protocol"),
+    (["--dynamic", "--protocol", "window"], "drop --protocol"),
+    (["--mix_ngram", "-1"], "--mix_ngram=-1"),
+    (["--mix_ngram", "40"], "order <= seq_length + 1"),
+    (["--dynamic", "--dynamic_decay", "2"], "--dynamic_decay=2.0"),
+    (["--split", "test"], "no test split"),
+])
+def test_evaluate_refuses_bad_settings_in_one_line(run_dir, flags, message):
+    result = run_script("evaluate.py", "--workdir", str(run_dir), *flags)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

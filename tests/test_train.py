@@ -13,13 +13,15 @@ import pytest
 
 from charlstm import train
 from charlstm.train import split_model, train_and_evaluate, train_step
+from tests.conftest import without_timing
 
 RUN_FILES = {
     "config.json", "vocab.json", "metrics.jsonl", "samples.txt", "samples.jsonl", "samples.md", "curves.png",
-    "run_info.jsonl", "checkpoints",
+    "run_info.jsonl", "checkpoints", "final_metrics.json",
 }
 METRIC_FIELDS = {
-    "epoch", "step", "train_loss", "val_loss", "val_bpc", "seconds", "chars_per_second", "longest_copy", "copied_share"
+    "epoch", "step", "train_loss", "val_loss", "val_bpc", "val_protocol", "seconds", "val_seconds", "chars_per_second",
+    "longest_copy", "copied_share",
 }
 
 
@@ -106,6 +108,7 @@ def test_epochs_since_best():
 def test_early_stopping_stops_at_the_right_epoch(tiny_config, tmp_path, monkeypatch, capsys):
     scripted = iter([2.0, 1.5, 1.6, 1.4, 1.45, 1.5, 1.3, 1.2])
     monkeypatch.setattr(train.evaluate, "mean_nll", lambda *args: next(scripted))
+    tiny_config.eval.final_protocols = ()  # The script above is for the epochs.
     tiny_config.train.epochs = 8
     tiny_config.train.patience = 2
     metrics = train_and_evaluate(tiny_config, tmp_path / "early")
@@ -159,4 +162,52 @@ def test_eval_max_chars_bounds_the_validation_text(tiny_config, tmp_path, monkey
     tiny_config.train.epochs = 1
     tiny_config.eval.max_chars = 300
     train_and_evaluate(tiny_config, tmp_path)
-    assert scored == [tiny_config.data.seq_length + 300]
+    assert scored == [tiny_config.data.seq_length + 300] * 3  # The epoch, then the best checkpoint's two protocols.
+
+
+def test_the_per_epoch_metric_agrees_with_the_exact_window_metric(tiny_config, tmp_path):
+    tiny_config.train.epochs = 3
+    metrics = train_and_evaluate(tiny_config, tmp_path)
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    best = next(m for m in metrics if m["step"] == final["step"])
+    assert best["val_loss"] == min(m["val_loss"] for m in metrics) and best["val_protocol"] == "segments"
+    assert abs(best["val_bpc"] - final["val"]["window"]["bpc"]) < 0.005  # The issue's bound on the Obama runs.
+    assert abs(final["val"]["stream"]["bpc"] - final["val"]["window"]["bpc"]) < 0.005
+    assert final["val"]["window"]["chars"] == 2000 - tiny_config.data.seq_length
+
+
+def test_the_final_evaluation_runs_on_resume_when_it_is_missing(tiny_config, tmp_path, capsys):
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, tmp_path)
+    written = json.loads((tmp_path / "final_metrics.json").read_text())
+    (tmp_path / "final_metrics.json").unlink()
+    capsys.readouterr()
+    train_and_evaluate(tiny_config, tmp_path)
+    assert "already trained" in capsys.readouterr().out
+    assert json.loads((tmp_path / "final_metrics.json").read_text())["val"]["window"]["loss"] == written["val"]["window"]["loss"]
+
+
+def test_training_never_reads_the_test_split(tiny_config, tmp_path):
+    """Two corpora that differ only in their test text train to the same metrics and weights."""
+    text = data.clean_text(data.read_text(data.corpus_path(tiny_config.data)).text, tiny_config.data.keep_chars, True)
+    text = text[: tiny_config.data.max_chars]
+    shuffled_tail = "".join(np.random.default_rng(0).permutation(list(text[-2000:])))
+    tiny_config.data.test_fraction = 0.1
+    runs = []
+    for name, content in (("a", text), ("b", text[:-2000] + shuffled_tail)):
+        (tmp_path / f"{name}.txt").write_text(content)
+        tiny_config.data.path = str(tmp_path / f"{name}.txt")
+        metrics = train_and_evaluate(tiny_config, tmp_path / name)
+        checkpoints = Checkpoints(tmp_path / name, read_only=True)
+        like = split_model(train.create_model(tiny_config, 44))[1]
+        params = checkpoints.restore_params(checkpoints.latest_step(), like=like)
+        final = json.loads((tmp_path / name / "final_metrics.json").read_text())
+        runs.append((without_timing(metrics), params, final))
+    (metrics_a, params_a, final_a), (metrics_b, params_b, final_b) = runs
+    assert metrics_a == metrics_b
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_array_equal(a, b)
+    for protocol, score in final_a["val"].items():
+        assert {**score, "seconds": 0} == {**final_b["val"][protocol], "seconds": 0}
+    assert final_a["test"]["window"]["chars"] == 2000 - tiny_config.data.seq_length
+    assert final_a["test"]["window"]["loss"] < final_b["test"]["window"]["loss"]  # Shuffled text is harder.

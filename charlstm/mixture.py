@@ -1,0 +1,56 @@
+"""Linear interpolation of two character models' next-character probabilities.
+
+p(c | h) = w · p_model(c | h) + (1 − w) · p_ngram(c | h): a mixture of two
+distributions is one, and it is scored from each model's NLL of the actual
+next character alone. The weight w is fitted by EM on one text and reported on
+another, never on the text it was fitted on.
+"""
+
+import numpy as np
+
+from charlstm.errors import CharLSTMError
+
+# EM stops when the weight moves less than this, or after MAX_ITERATIONS.
+TOLERANCE, MAX_ITERATIONS = 1e-7, 500
+
+
+def mix(p_model: np.ndarray, p_ngram: np.ndarray, weight: float) -> np.ndarray:
+    """The interpolated probabilities, of any shape: whole distributions `[..., vocab]` or the actual characters'."""
+    return weight * p_model + (1.0 - weight) * p_ngram
+
+
+def mixed_nll(nll_model: np.ndarray, nll_ngram: np.ndarray, weight: float) -> np.ndarray:
+    """NLL in nats `[n]` of each character under `mix`, from each model's NLL `[n]` of it (in log space:
+    no probability underflows)."""
+    with np.errstate(divide="ignore"):  # log(0) = -inf at the weights 0 and 1 is exact here.
+        return -np.logaddexp(np.log(weight) - nll_model, np.log1p(-weight) - nll_ngram)
+
+
+def fit_weight(nll_model: np.ndarray, nll_ngram: np.ndarray) -> float:
+    """The weight of the model that minimises the mean `mixed_nll` on these characters (EM)."""
+    if len(nll_model) == 0:
+        raise CharLSTMError("no characters to fit the mixture weight on: score a longer text")
+    p_model, p_ngram = np.exp(-nll_model), np.exp(-nll_ngram)
+    weight = 0.5
+    for _ in range(MAX_ITERATIONS):
+        mixed = mix(p_model, p_ngram, weight)
+        new = float(np.mean(weight * p_model / mixed, dtype=np.float64))
+        if abs(new - weight) < TOLERANCE:
+            return new
+        weight = new
+    return weight
+
+
+def cross_fitted_nll(nll_model: np.ndarray, nll_ngram: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """`mixed_nll` `[n]` with the weight fitted on the text's other half (first half scored with the
+    weight fitted on the second, and the reverse), and the two weights."""
+    half = len(nll_model) // 2
+    if half == 0:
+        raise CharLSTMError("the mixture needs at least 2 scored characters to fit on one half and score the other")
+    w_second = fit_weight(nll_model[half:], nll_ngram[half:])
+    w_first = fit_weight(nll_model[:half], nll_ngram[:half])
+    nll = np.concatenate([
+        mixed_nll(nll_model[:half], nll_ngram[:half], w_second),
+        mixed_nll(nll_model[half:], nll_ngram[half:], w_first),
+    ])
+    return nll, (w_second, w_first)

@@ -1,0 +1,48 @@
+"""Interpolating the LSTM with Kneser-Ney: the end points, a proper distribution, and fitting."""
+
+import jax
+import numpy as np
+from flax import nnx
+
+from charlstm import mixture
+from charlstm.model import CharLSTM
+from charlstm.ngram import KneserNey
+
+RNG = np.random.default_rng(0)
+NLL_MODEL, NLL_NGRAM = RNG.exponential(1.5, 500), RNG.exponential(1.5, 500)
+
+
+def test_weight_one_gives_the_model_and_weight_zero_the_ngram():
+    np.testing.assert_allclose(mixture.mixed_nll(NLL_MODEL, NLL_NGRAM, 1.0), NLL_MODEL, rtol=1e-12)
+    np.testing.assert_allclose(mixture.mixed_nll(NLL_MODEL, NLL_NGRAM, 0.0), NLL_NGRAM, rtol=1e-12)
+
+
+def test_the_mixed_distribution_sums_to_one_and_scores_as_mixed_nll():
+    vocab, order = 5, 3
+    ids = (np.cumsum(RNG.choice([0, 1, 1, 3], 400)) % vocab).astype(np.int32)
+    ngram = KneserNey(ids, order, vocab)
+    model = CharLSTM(vocab, 8, 1, rngs=nnx.Rngs(0))
+    logits, _ = model(ids[None, :60])
+    p_model = np.asarray(jax.nn.softmax(logits[0]), np.float64)  # Row t: the next character after ids[:t+1].
+    p_ngram = np.stack([ngram.prob_table(ids[: t + 1]) for t in range(60)])
+    mixed = mixture.mix(p_model, p_ngram, 0.3)
+    np.testing.assert_allclose(mixed.sum(-1), 1.0, rtol=1e-6)
+    targets = ids[1:61]
+    rows = np.arange(60)
+    nll = mixture.mixed_nll(-np.log(p_model[rows, targets]), -np.log(p_ngram[rows, targets]), 0.3)
+    np.testing.assert_allclose(nll, -np.log(mixed[rows, targets]), rtol=1e-9)
+
+
+def test_the_fitted_weight_minimises_the_mean_mixed_nll():
+    weight = mixture.fit_weight(NLL_MODEL, NLL_NGRAM)
+    best = mixture.mixed_nll(NLL_MODEL, NLL_NGRAM, weight).mean()
+    for other in (weight - 0.02, weight + 0.02, 0.0, 1.0):
+        assert best < mixture.mixed_nll(NLL_MODEL, NLL_NGRAM, other).mean()
+    assert mixture.fit_weight(NLL_MODEL, NLL_MODEL + 3.0) > 0.9  # A much worse n-gram gets little weight.
+
+
+def test_each_half_is_scored_with_the_weight_fitted_on_the_other():
+    nll, (w_second, w_first) = mixture.cross_fitted_nll(NLL_MODEL, NLL_NGRAM)
+    assert w_second == mixture.fit_weight(NLL_MODEL[250:], NLL_NGRAM[250:])
+    np.testing.assert_array_equal(nll[:250], mixture.mixed_nll(NLL_MODEL[:250], NLL_NGRAM[:250], w_second))
+    np.testing.assert_array_equal(nll[250:], mixture.mixed_nll(NLL_MODEL[250:], NLL_NGRAM[250:], w_first))
