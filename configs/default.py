@@ -17,7 +17,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.keep_chars = "\nA-Za-z0-9 ,.:;?!-"  # Regex class of kept chars (the lab's); "" keeps all.
     config.data.lowercase = True  # Lowercase after filtering, as the lab did.
     config.data.max_chars = 0  # Use only the first N cleaned characters; 0 = all.
-    config.data.val_fraction = 0.1  # Contiguous tail of the corpus held out for validation.
+    config.data.val_fraction = 0.1  # Contiguous part of the corpus after training, held out for validation.
+    config.data.test_fraction = 0.0  # Contiguous tail after validation, scored only at the end; 0 = none.
     config.data.seq_length = 100  # Characters of context per training window and per prediction.
 
     config.model = ml_collections.ConfigDict()
@@ -44,8 +45,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
 
     config.eval = ml_collections.ConfigDict()
-    config.eval.batch_size = 256  # Validation windows per evaluation batch; memory only, not the result.
-    config.eval.max_chars = 0  # Score only the first N validation characters (bounds eval time on big corpora); 0 = all.
+    config.eval.protocol = "segments"  # Per-epoch val_loss: 'segments' (cheap), 'stream' or 'window' (exact, slow).
+    config.eval.segment_length = 400  # 'segments': scored characters per segment.
+    config.eval.burn_in = 100  # 'segments': characters each segment's state is warmed up on, unscored.
+    config.eval.final_protocols = ("window", "stream")  # Scored on the best checkpoint when training ends.
+    config.eval.batch_size = 256  # Windows or segments per evaluation batch; memory only, not the result.
+    config.eval.max_chars = 0  # Score only the first N validation (and test) characters; 0 = all.
 
     config.sample = ml_collections.ConfigDict()
     config.sample.temperatures = (0.5, 1.2)  # One sample per temperature each epoch; 0 = greedy.
