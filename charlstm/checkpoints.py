@@ -89,13 +89,17 @@ class Checkpoints:
         return restored["state"], restored["meta"]
 
     def restore_params(self, step: int, like: dict) -> dict:
-        """Only the params of checkpoint `step`, shaped like `like`.
+        """Only the params of checkpoint `step`, shaped like `like` (see restore_part)."""
+        return self.restore_part(step, "params", like)
 
-        The optimizer state is not read, so this needs neither the optimizer nor
+    def restore_part(self, step: int, key: str, like):
+        """Only `state[key]` of checkpoint `step`, shaped like `like`.
+
+        Nothing else is read, so this needs neither the optimizer (for 'params') nor
         the fields the training state had when the run was saved.
         """
-        item = {"params": like}
+        item = {key: like}
         state = ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
         )
-        return self.manager.restore(step, args=ocp.args.Composite(state=state))["state"]["params"]
+        return self.manager.restore(step, args=ocp.args.Composite(state=state))["state"][key]

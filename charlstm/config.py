@@ -64,7 +64,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("train.warmup_steps", config.train.warmup_steps, ">= 0")
     if config.model.cell not in ("lstm", "gru", "rnn"):
         _fail("model.cell", config.model.cell, "'lstm', 'gru' or 'rnn'")
-    for field in ("model.dropout", "model.weight_dropout"):
+    for field in ("model.dropout", "model.weight_dropout", "train.average_decay"):
         if not 0 <= _get(config, field) < 1:
             _fail(field, _get(config, field), "in [0, 1)")
     for field in ("model.embed_dim", "train.clip_norm", "train.weight_decay", "train.patience"):

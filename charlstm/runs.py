@@ -14,12 +14,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from charlstm import averaging, data
 from charlstm import config as config_lib
-from charlstm import data
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import RunFolder
-from charlstm.train import create_model, split_model
+from charlstm.train import create_model, make_optimizer, split_model
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
 
@@ -118,5 +118,14 @@ def load(workdir: str | Path, checkpoint: str = "best", overrides: dict | None =
     config = load_config(workdir, overrides or {})
     vocab = data.Vocab(checkpoints.restore_meta(step)["vocab"])
     graphdef, like = split_model(create_model(config, vocab.size))
-    params = checkpoints.restore_params(step, jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
+    if config.train.average_decay:  # The weights' average, kept in the optimizer state, is the model.
+        opt_state = make_optimizer(config.train, 1).init(like)
+        params = averaging.averaged(checkpoints.restore_part(step, "opt_state", abstract(opt_state)))
+    else:
+        params = checkpoints.restore_params(step, abstract(like))
     return Run(workdir, config, vocab, graphdef, params, step)
+
+
+def abstract(tree):
+    """Shapes and dtypes of a tree's arrays, as a restore needs them."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)

@@ -20,6 +20,7 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
+from charlstm import averaging
 from charlstm import config as config_lib
 from charlstm import data, evaluate, novelty, parallel, reports, sampling
 from charlstm.checkpoints import Checkpoints
@@ -65,7 +66,8 @@ def placed_model(
 
 def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
     """AdamW (Adam when weight_decay is 0) with the configured schedule over `total_steps`,
-    after optional linear warm-up, on gradients clipped to a global norm (0 = no clipping)."""
+    after optional linear warm-up, on gradients clipped to a global norm (0 = no clipping),
+    and the weights' moving average when train.average_decay > 0 (charlstm.averaging)."""
     peak, warmup = train.learning_rate, train.warmup_steps
     if train.schedule == "cosine":
         schedule = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
@@ -74,7 +76,15 @@ def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.
     if warmup:
         schedule = optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), schedule], [warmup])
     adam = optax.adamw(schedule, weight_decay=train.weight_decay) if train.weight_decay else optax.adam(schedule)
-    return optax.chain(optax.clip_by_global_norm(train.clip_norm), adam) if train.clip_norm else adam
+    tx = optax.chain(optax.clip_by_global_norm(train.clip_norm), adam) if train.clip_norm else adam
+    return optax.chain(tx, averaging.track_average(train.average_decay)) if train.average_decay else tx
+
+
+def evaluated_params(state: dict):
+    """The weights that are evaluated, sampled and kept as the model: the average when training keeps
+    one (train.average_decay), else the params."""
+    average = averaging.averaged(state["opt_state"])
+    return state["params"] if average is None else average
 
 
 def in_dtype(tree, dtype: str):
@@ -203,6 +213,7 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
             if i % config.train.log_every_steps == 0:
                 check_finite(float(loss), state["step"] + i - first, checkpoints)
                 bar.set_postfix(loss=f"{float(loss):.3f}")
+    jax.block_until_ready((params, loss_sum))  # Steps run asynchronously: the epoch's time includes them all.
     return {
         **state,
         "params": params,
@@ -224,7 +235,7 @@ def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus
     """The metrics.jsonl record of a finished epoch; val_loss under the per-epoch eval.protocol."""
     began = time.perf_counter()
     val_ids = scored_ids(corpus.val_ids, config)
-    val_loss = evaluate.mean_nll(graphdef, state["params"], val_ids, evaluate.Scoring.from_config(config))
+    val_loss = evaluate.mean_nll(graphdef, evaluated_params(state), val_ids, evaluate.Scoring.from_config(config))
     targets_per_window = config.data.seq_length if config.train.objective == "all" else 1
     return {
         "epoch": state["epoch"] + 1,
@@ -262,7 +273,7 @@ def evaluate_best(graphdef, state: dict, corpus: data.Corpus, config, run: RunFo
     best = checkpoints.best_step()
     if best is None or not config.eval.final_protocols or run.read_final_metrics().get("step") == best:
         return
-    params = checkpoints.restore(best, like=state)[0]["params"]
+    params = evaluated_params(checkpoints.restore(best, like=state)[0])
     epoch = next((m["epoch"] for m in run.read_metrics() if m["step"] == best), None)
     record = final_metrics(graphdef, params, corpus, config, best, epoch)
     run.write_final_metrics(record)
@@ -386,7 +397,7 @@ def _train_epochs(state: dict, graphdef, tx, zero_carry, corpus, config, run, ch
             )
         check_finite(float(state["loss_sum"]), state["step"], checkpoints)
         metrics = epoch_metrics(state, starts, graphdef, corpus, config)
-        samples = epoch_samples(graphdef, state["params"], corpus, config, metrics["epoch"])
+        samples = epoch_samples(graphdef, evaluated_params(state), corpus, config, metrics["epoch"])
         metrics.update(novelty.epoch_summary([s["text"] for s in samples["samples"]], train_text))
         print(
             f"epoch {metrics['epoch']}: train_loss {metrics['train_loss']:.4f}  "

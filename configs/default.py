@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.warmup_steps = 0  # Steps of linear warm-up from 0 to learning_rate.
     config.train.clip_norm = 0.0  # Clip gradients to this global norm; 0 = no clipping.
     config.train.weight_decay = 0.0  # Decoupled weight decay (AdamW) per step, times learning rate.
+    config.train.average_decay = 0.0  # Evaluate and keep a moving average of the weights with this decay; 0 = off.
     config.train.stateful = False  # Carry the LSTM state across consecutive windows (truncated BPTT).
     config.train.patience = 0  # Stop after this many epochs without a better val_loss; 0 = never.
     config.train.overfit_margin = 0.15  # Warn when val_loss exceeds train_loss by more (nats).
