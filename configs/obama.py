@@ -3,12 +3,12 @@
     python scripts/train.py --config configs/obama.py
 
 Measured on a 2-core CPU: 30 epochs, best val_bpc 2.059 (val_loss 1.427 nats)
-at epoch 29 after 27 s of training; the whole command (start-up, per-epoch
+at epoch 29 after 35 s of training; the whole command (start-up, per-epoch
 validation, samples, checkpoints and the exact scoring of the best
-checkpoint included) 48 s; peak RSS 577 MiB. Per epoch, validation uses the
-cheap 'segments' protocol (1.6 s over all 30 epochs); on the best checkpoint
+checkpoint included) 51 s; peak RSS 573 MiB. Per epoch, validation uses the
+cheap 'segments' protocol (1.8 s over all 30 epochs); on the best checkpoint
 it, the exact 'window' protocol and 'stream' agree to 1e-6 bits. val_loss
-1.743 (past the Keras lab's 8-minute 2.53 bits per char) comes after 6 s of
+1.743 (past the Keras lab's 8-minute 2.53 bits per char) comes after 8 s of
 training, at epoch 6. These are the values of configs/default.py;
 configs/obama_best.py trains longer for 1.945.
 """

@@ -9,9 +9,9 @@ cosine-decayed learning rate after a short warm-up, and gradient clipping.
 
 Measured on a 2-core CPU (the command above): best val_bpc 1.945 (val_loss
 1.348 nats; the exact window metric on that checkpoint 1.9448, stream the
-same) at epoch 56 after 146 s of training (155 s for all 60 epochs); val_bpc
-first at most 2.00 at epoch 34, after 90 s. The whole command took 3 min
-46 s; peak RSS 829 MiB. The count-based bar on the same split,
+same) at epoch 56 after 176 s of training (188 s for all 60 epochs); val_bpc
+first at most 2.00 at epoch 34, after 107 s. The whole command took 3 min
+36 s; peak RSS 774 MiB. The count-based bar on the same split,
 `python scripts/baseline.py --config configs/obama.py`, is 1.831
 (Kneser-Ney, order 12): this model alone does not reach it yet; mixed with
 it (`python scripts/evaluate.py --workdir runs/obama_best --mix_ngram 12`)
