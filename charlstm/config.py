@@ -89,6 +89,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("sample.oov", config.sample.oov, "'error' or 'skip'")
 
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every config field at its default (configs/default.py)."""
+    return from_file(DEFAULT_CONFIG)
+
+
+def with_defaults(saved: dict) -> dict:
+    """A saved config (as a dict) over the defaults: fields added since it was saved get their defaults."""
+    config = default_config()
+    config.update(from_json(json.dumps(saved)))
+    return config.to_dict()
+
+
 def from_file(path: str | Path) -> ml_collections.ConfigDict:
     """Calls get_config() of a config file, e.g. configs/tiny.py building on default.py."""
     spec = importlib.util.spec_from_file_location(f"charlstm_config_{Path(path).stem}", path)

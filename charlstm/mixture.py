@@ -30,7 +30,7 @@ def fit_weight(nll_model: np.ndarray, nll_ngram: np.ndarray) -> float:
     """The weight of the model that minimises the mean `mixed_nll` on these characters (EM)."""
     if len(nll_model) == 0:
         raise CharLSTMError("no characters to fit the mixture weight on: score a longer text")
-    p_model, p_ngram = np.exp(-nll_model), np.exp(-nll_ngram)
+    p_model, p_ngram = np.exp(-np.asarray(nll_model, np.float64)), np.exp(-np.asarray(nll_ngram, np.float64))
     weight = 0.5
     for _ in range(MAX_ITERATIONS):
         mixed = mix(p_model, p_ngram, weight)

@@ -25,8 +25,11 @@ from charlstm.errors import CharLSTMError
 
 FINAL_METRICS = "final_metrics.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_collections", "numpy")
-# Fields that may change when a run resumes: how long it trains, what it logs and samples.
-RESUMABLE_CHANGES = ("train.epochs", "train.log_every_steps", "eval.", "sample.", "log.")
+# Fields that may change when a run resumes: how long it trains, what it logs and samples, and the
+# memory and end-of-training scores of evaluation (not how val_loss is measured: it picks the best).
+RESUMABLE_CHANGES = (
+    "train.epochs", "train.log_every_steps", "eval.batch_size", "eval.final_protocols", "sample.", "log.",
+)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -111,7 +114,7 @@ class RunFolder:
         """Refuses to resume with other data, model or optimizer settings, or another corpus."""
         config_path, info = self.path / "config.json", self.read_run_info()
         if config_path.exists():
-            saved = json.loads(config_path.read_text())
+            saved = config_lib.with_defaults(json.loads(config_path.read_text()))
             if differences := config_differences(saved, config.to_dict()):
                 raise CharLSTMError(
                     f"run folder {str(self.path)!r} was trained with other settings: "

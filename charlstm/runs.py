@@ -21,12 +21,7 @@ from charlstm.errors import CharLSTMError
 from charlstm.run_folder import RunFolder
 from charlstm.train import create_model, make_optimizer, split_model
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Every config field at its default (configs/default.py)."""
-    return config_lib.from_file(DEFAULT_CONFIG)
+default_config = config_lib.default_config  # What the scripts' --config.* overrides are typed by.
 
 
 @dataclasses.dataclass(frozen=True)

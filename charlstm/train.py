@@ -253,7 +253,7 @@ def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus
 def final_metrics(graphdef, params, corpus: data.Corpus, config, step: int, epoch: int) -> dict:
     """final_metrics.json: the best checkpoint's scores under each eval.final_protocols, on the
     validation split and, when there is one, the test split."""
-    record = {"step": step, "epoch": epoch}
+    record = {"step": step, "epoch": epoch, **final_settings(config)}
     splits = {"val": corpus.val_ids, "test": corpus.test_ids} if len(corpus.test_ids) else {"val": corpus.val_ids}
     for split, ids in splits.items():
         ids = scored_ids(ids, config)
@@ -267,11 +267,18 @@ def final_metrics(graphdef, params, corpus: data.Corpus, config, step: int, epoc
     return record
 
 
+def final_settings(config) -> dict:
+    """What final_metrics.json's scores depend on besides the checkpoint."""
+    return {"protocols": list(config.eval.final_protocols), "max_chars": config.eval.max_chars}
+
+
 def evaluate_best(graphdef, state: dict, corpus: data.Corpus, config, run: RunFolder, checkpoints: Checkpoints):
-    """Scores the best checkpoint into final_metrics.json, unless that file already scores it;
-    `state` is a training state like the checkpoint's."""
-    best = checkpoints.best_step()
-    if best is None or not config.eval.final_protocols or run.read_final_metrics().get("step") == best:
+    """Scores the best checkpoint into final_metrics.json, unless that file already scores it with
+    these settings; `state` is a training state like the checkpoint's."""
+    best, done = checkpoints.best_step(), run.read_final_metrics()
+    if best is None or not config.eval.final_protocols:
+        return
+    if done.get("step") == best and {k: done.get(k) for k in final_settings(config)} == final_settings(config):
         return
     params = evaluated_params(checkpoints.restore(best, like=state)[0])
     epoch = next((m["epoch"] for m in run.read_metrics() if m["step"] == best), None)

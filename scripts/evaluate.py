@@ -16,8 +16,8 @@ validation when scoring --split test, else on each half of the scored text and
 reported on the other. A text file is cleaned as the training text was;
 characters the cleaning removes are dropped with a warning, characters it
 keeps that the run never saw are an error (--config.sample.oov=skip drops
-them). --tsv and --html write each scored character's surprisal; the HTML page
-shades it, to show where the model is confused.
+them). --tsv and --html write each scored character's surprisal (the mixture's
+with --mix_ngram); the HTML page shades it, to show where the model is confused.
 """
 
 import json
@@ -45,8 +45,12 @@ _DYNAMIC_SEGMENT = flags.DEFINE_integer(
     "dynamic_segment", dynamic_eval.Settings.segment_length, "--dynamic: characters scored, then trained on, per step."
 )
 _MIX_NGRAM = flags.DEFINE_integer("mix_ngram", 0, "Interpolate with a Kneser-Ney model of this order; 0 = off.")
-_TSV = flags.DEFINE_string("tsv", "", "Write per-character surprisal (position, char, bits) to this TSV file.")
-_HTML = flags.DEFINE_string("html", "", "Write the text shaded by per-character surprisal to this HTML file.")
+_TSV = flags.DEFINE_string(
+    "tsv", "", "Write per-character surprisal (position, char, bits) to this TSV file; the mixture's with --mix_ngram."
+)
+_HTML = flags.DEFINE_string(
+    "html", "", "Write the text shaded by per-character surprisal to this HTML file; the mixture's with --mix_ngram."
+)
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of lines.")
 cli.define_config_overrides(runs.default_config(), "Overrides of the run's config, e.g. --config.eval.batch_size=256.")
 flags.mark_flags_as_required(["workdir"])
@@ -82,7 +86,18 @@ def check_flags() -> None:
         raise CharLSTMError(f"--mix_ngram={_MIX_NGRAM.value} is invalid: give an n-gram order >= 1, or 0 for none")
     if _TEXT.value and _SPLIT.present:
         raise CharLSTMError("--text and --split both name what to score: give one of them")
+    if not _DYNAMIC.value and (tuning := [f.name for f in (_DYNAMIC_LR, _DYNAMIC_DECAY, _DYNAMIC_SEGMENT) if f.present]):
+        raise CharLSTMError(f"--{tuning[0]} only acts with --dynamic: add --dynamic, or drop it")
     dynamic_settings().check()
+
+
+def check_order(run: runs.Run) -> None:
+    """Refuses a --mix_ngram order whose context does not fit in the run's data.seq_length, before any scoring."""
+    if _MIX_NGRAM.value - 1 > run.config.data.seq_length:
+        raise CharLSTMError(
+            f"--mix_ngram={_MIX_NGRAM.value} needs {_MIX_NGRAM.value - 1} characters of context: use an order "
+            f"<= seq_length + 1 = {run.config.data.seq_length + 1}"
+        )
 
 
 def dynamic_settings() -> dynamic_eval.Settings:
@@ -128,6 +143,7 @@ def main(argv: list[str]) -> None:
         raise CharLSTMError(f"unexpected arguments {argv[1:]}: give the file as --text FILE")
     check_flags()
     run = runs.load(_WORKDIR.value, _CHECKPOINT.value, cli.config_overrides())
+    check_order(run)
     name, ids = text_ids(run, _SPLIT.value)
     label = "text" if _TEXT.value else _SPLIT.value
     nll = model_nll(run, ids)

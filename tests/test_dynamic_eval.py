@@ -43,7 +43,7 @@ def test_no_character_is_scored_by_weights_that_saw_it_or_anything_after_it():
     settings = dynamic_eval.Settings(learning_rate=1e-2, decay=0.01, segment_length=10)
     before = dynamic_eval.per_char_nll(graphdef, params, ids, 5, ids, settings)
     changed = ids.copy()
-    changed[58] = (changed[58] + 1) % VOCAB  # The last character of a segment (inputs 50..59 predict 51..60).
+    changed[58] = (changed[58] + 1) % VOCAB  # Inside the segment whose inputs 50..59 predict 51..60.
     after = dynamic_eval.per_char_nll(graphdef, params, changed, 5, ids, settings)
     np.testing.assert_array_equal(after[: 58 - 5], before[: 58 - 5])  # Everything before it, bit for bit.
     assert after[58 - 5] != before[58 - 5]

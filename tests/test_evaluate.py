@@ -71,6 +71,10 @@ def test_segments_with_a_burn_in_over_all_earlier_text_is_the_stream():
     stream = evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring("stream", first, 1, 1, 1))
     segments = evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring("segments", first, 9, len(ids), 3))
     np.testing.assert_array_equal(segments, stream)
+    # Segments at 4 and 13 with a burn-in of 13: the first joins the stream from ids[0], the second runs
+    # batched from ids[13 - 13]; both see all earlier text. (The one at 22 reads from ids[9] only.)
+    batched = evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring("segments", first, 9, 13, 3))
+    np.testing.assert_allclose(batched[: 22 - first], stream[: 22 - first], rtol=1e-6)
 
 
 def test_surprisal_tsv_has_one_escaped_row_per_scored_character():

@@ -69,6 +69,23 @@ def test_config_differences_ignore_only_resumable_fields():
     assert config_differences(saved, now) == ["seed (saved 0, now 1)"]
 
 
+def test_how_val_loss_is_measured_may_not_change_on_resume_but_its_memory_and_final_scores_may():
+    saved = {"eval": {"protocol": "segments", "burn_in": 100, "batch_size": 256, "final_protocols": ["window"]}}
+    now = {"eval": {"protocol": "window", "burn_in": 50, "batch_size": 8, "final_protocols": []}}
+    assert config_differences(saved, now) == [
+        "eval.burn_in (saved 100, now 50)", "eval.protocol (saved 'segments', now 'window')"
+    ]
+
+
+def test_a_run_saved_before_a_field_existed_resumes_with_its_default(trained, capsys):
+    workdir, config = trained
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["data"]["test_fraction"], saved["eval"]["protocol"]  # Fields a run of an earlier version lacks.
+    (workdir / "config.json").write_text(json.dumps(saved))
+    train_and_evaluate(config, workdir)
+    assert "already trained" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("field, value", [
     ("model.units", 0), ("model.num_layers", 0), ("data.seq_length", 0), ("train.batch_size", 0),
     ("train.epochs", 0), ("train.learning_rate", -1.0), ("data.val_fraction", 1.5),

@@ -17,6 +17,7 @@ from charlstm.ngram import KneserNey
 from charlstm.train import train_and_evaluate
 from tests.conftest import REPO, run_script
 
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, data_dir):
     """A one-epoch tiny run (sample.length 40, seq_length 20), shared by this file's tests."""
@@ -217,7 +218,9 @@ def test_evaluate_scores_each_protocol_dynamic_and_the_ngram_mixture(run, run_di
     (["--protocol", "exact"], "--protocol"),
     (["--dynamic", "--protocol", "window"], "drop --protocol"),
     (["--mix_ngram", "-1"], "--mix_ngram=-1"),
-    (["--mix_ngram", "40"], "order <= seq_length + 1"),
+    (["--mix_ngram", "40"], "use an order <= seq_length + 1 = 21"),
+    (["--dynamic_lr", "1e-3"], "--dynamic_lr only acts with --dynamic"),
+    (["--text", "x.txt", "--split", "val"], "give one of them"),
     (["--dynamic", "--dynamic_decay", "2"], "--dynamic_decay=2.0"),
     (["--split", "test"], "no test split"),
 ])
@@ -225,3 +228,21 @@ def test_evaluate_refuses_bad_settings_in_one_line(run_dir, flags, message):
     result = run_script("evaluate.py", "--workdir", str(run_dir), *flags)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_on_the_test_split_the_mixture_weight_is_fitted_on_validation(tiny_config, tmp_path):
+    tiny_config.train.epochs = 1
+    tiny_config.data.test_fraction = 0.1
+    train_and_evaluate(tiny_config, tmp_path)
+    result = evaluate_json(tmp_path, "--split", "test", "--protocol", "stream", "--mix_ngram", "4")
+    run = runs.load(tmp_path)
+    corpus, first = run.corpus(), tiny_config.data.seq_length
+    ngram = KneserNey(corpus.train_ids, 4, run.vocab.size)
+
+    def stream(ids):
+        return evaluate.per_char_nll(run.graphdef, run.params, ids, evaluate.Scoring("stream", first, 1, 1, 1))
+
+    weight = mixture.fit_weight(stream(corpus.val_ids), ngram.per_char_nll(corpus.val_ids, first))
+    assert result["mixture"]["fitted_on"] == "validation" and result["mixture"]["model_weights"] == pytest.approx([weight])
+    mixed = mixture.mixed_nll(stream(corpus.test_ids), ngram.per_char_nll(corpus.test_ids, first), weight)
+    assert result["mixture"]["test_loss"] == pytest.approx(evaluate.average(mixed), rel=1e-6)

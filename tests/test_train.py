@@ -176,6 +176,15 @@ def test_the_per_epoch_metric_agrees_with_the_exact_window_metric(tiny_config, t
     assert final["val"]["window"]["chars"] == 2000 - tiny_config.data.seq_length
 
 
+def test_the_final_evaluation_runs_again_when_its_settings_change(tiny_config, tmp_path):
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, tmp_path)
+    tiny_config.eval.final_protocols = ("window",)
+    train_and_evaluate(tiny_config, tmp_path)
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    assert final["protocols"] == ["window"] and final["val"].keys() == {"window"}
+
+
 def test_the_final_evaluation_runs_on_resume_when_it_is_missing(tiny_config, tmp_path, capsys):
     tiny_config.train.epochs = 1
     train_and_evaluate(tiny_config, tmp_path)
