@@ -24,6 +24,8 @@ from charlstm.data import Corpus
 from charlstm.errors import CharLSTMError
 
 FINAL_METRICS = "final_metrics.json"
+JSONL_FILES = ("metrics.jsonl", "samples.jsonl", "run_info.jsonl")
+_WARNED: set = set()  # (path, line number, line) of JSON lines already warned about.
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_collections", "numpy")
 # Fields that may change when a run resumes: how long it trains, what it logs and samples, and the
 # memory and end-of-training scores of evaluation (not how val_loss is measured: it picks the best).
@@ -192,5 +194,27 @@ class RunFolder:
             f.write(json.dumps(record) + "\n")
 
     def _read_jsonl(self, name: str) -> list[dict]:
+        """The records of a JSON-lines file; a line that is not JSON (cut off by a crash mid-write) is
+        skipped with a warning, once per line."""
         path = self.path / name
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        records = []
+        for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if (path, number, line) not in _WARNED:
+                    _WARNED.add((path, number, line))
+                    print(f"warning: skipped line {number} of {path}: not JSON (cut off when a run stopped)", file=sys.stderr)
+        return records
+
+    def drop_cut_lines(self) -> None:
+        """Removes a last line left without its newline (a write cut off by a crash) from each JSON-lines
+        file, so the next record appended starts on a line of its own."""
+        if not parallel.is_primary():
+            return
+        for name in JSONL_FILES:
+            path = self.path / name
+            if path.exists() and (text := path.read_text()) and not text.endswith("\n"):
+                kept = text[: text.rfind("\n") + 1]
+                print(f"warning: dropped a cut-off last line of {path}: {text[len(kept):][:60]!r}", file=sys.stderr)
+                path.write_text(kept)

@@ -367,6 +367,7 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
     tx = make_optimizer(config.train, steps * config.train.epochs)
     state = initial_state(params, tx, zero_carry)
     checkpoints = Checkpoints(run.path)
+    run.drop_cut_lines()
     if (latest := checkpoints.latest_step()) is not None:
         run.check_resumable(config, corpus)
         state, _ = checkpoints.restore(latest, like=state)

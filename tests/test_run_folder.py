@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from charlstm import CharLSTMError
+from charlstm import CharLSTMError, reports
 from charlstm.run_folder import RunFolder, config_differences
 from charlstm.train import train_and_evaluate
 from tests.conftest import run_script
@@ -136,3 +136,19 @@ def test_run_info_records_what_repeats_the_run(trained):
     assert len(info["corpus"]["sha256"]) == 64 and info["corpus"]["bytes"] > 0
     assert {"jax", "flax", "optax", "orbax-checkpoint"} <= set(info["packages"])
     assert info["devices"] and "python" in info and "command" in info
+
+
+def test_lines_cut_off_by_a_crash_are_dropped_on_resume_and_skipped_by_readers(trained, capsys, tmp_path):
+    workdir, config = trained
+    for name in ("metrics.jsonl", "samples.jsonl", "run_info.jsonl"):
+        with open(workdir / name, "a") as f:
+            f.write('{"epoch": 2, "val_lo')  # A write the crash cut off: no closing brace, no newline.
+    assert len(RunFolder(workdir).read_metrics()) == 1  # Readers skip it...
+    assert "skipped line 2" in capsys.readouterr().err
+    reports.compare_runs([workdir], tmp_path / "c.png")  # ...so compare.py and sweeps still work.
+    config.train.epochs = 2
+    metrics = train_and_evaluate(config, workdir)  # Resuming drops it, and appends whole lines again.
+    assert "dropped a cut-off last line" in capsys.readouterr().err
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    for name in ("metrics.jsonl", "samples.jsonl", "run_info.jsonl"):
+        assert all(json.loads(line) for line in (workdir / name).read_text().splitlines())
