@@ -4,6 +4,7 @@ import ast
 import ctypes
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,15 +40,23 @@ def _parse_flags(argv: list[str]) -> list[str]:
     """absl's parser, with flag and config-file errors turned into one line each."""
     try:
         remaining = flags.FLAGS(argv)
-        if "config" in flags.FLAGS:
-            flags.FLAGS["config"].value.to_dict()  # Files load lazily: load it now.
+        # Files load lazily: a file that failed to load raises its error on the first attribute read.
+        if "config" in flags.FLAGS and not hasattr(config := flags.FLAGS["config"].value, "to_dict"):
+            _fail(f"get_config() of the config file returned {type(config).__name__}, not a ConfigDict: return the config")
         return remaining
+    except SyntaxError as e:
+        _fail(f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}: fix that line")
     except (KeyError, AttributeError) as e:  # ml_collections' word for an unknown field.
+        if "get_config" in str(e):
+            _fail(f"the config file defines no get_config() ({_one_line(e)}): define one that returns a ConfigDict")
         _fail_unknown_field(e)
     except OSError as e:
         _fail(f"could not load the config file: {str(e).strip().splitlines()[-1].strip()}")
     except (flags.Error, ValueError, TypeError) as e:
         _fail(_one_line(e))
+    except Exception as e:  # noqa: BLE001  (raised by the config file's own code while it loads)
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        _fail(f"the config file failed to load: {frame.filename}, line {frame.lineno}: {type(e).__name__}: {_one_line(e)}")
 
 
 def define_config_overrides(base: ml_collections.ConfigDict, help_string: str) -> None:

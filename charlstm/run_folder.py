@@ -77,7 +77,12 @@ class RunFolder:
 
     def __init__(self, workdir: str | Path):
         self.path = Path(workdir)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CharLSTMError(
+                f"cannot create run folder {str(self.path)!r}: {e.strerror}: give a --workdir you can write to"
+            ) from None
 
     @contextlib.contextmanager
     def lock(self):

@@ -58,3 +58,28 @@ def test_a_missing_config_file_is_refused(tmp_path):
 def test_distributed_with_a_bad_setting_is_one_line(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
     assert_one_line_error(train(tmp_path, data_dir, "--distributed"), "JAX_NUM_PROCESSES='two'")
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def get_config(:\n    pass\n", "has a syntax error at line 1: invalid syntax"),
+    ("def get_config():\n    raise RuntimeError('no such corpus')\n", "line 2: RuntimeError: no such corpus"),
+    ("x = 1\n", "defines no get_config()"),
+    ("def get_config():\n    return 5\n", "returned int, not a ConfigDict"),
+])
+def test_a_config_file_that_fails_to_load_is_one_line_naming_it(tmp_path, source, message):
+    path = tmp_path / "broken.py"
+    path.write_text(source)
+    result = run_script("train.py", "--config", str(path), "--workdir", str(tmp_path / "run"))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_workdir_that_cannot_be_created_is_one_line(tmp_path, data_dir):
+    (tmp_path / "file").write_text("")
+    result = run_script(
+        "train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "file" / "run"),
+        f"--config.data.dir={data_dir}",
+    )
+    assert result.returncode == 2 and "cannot create run folder" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
