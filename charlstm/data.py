@@ -175,6 +175,10 @@ class Corpus:
     n_bytes: int
     replaced: int  # Undecodable bytes replaced by U+FFFD before cleaning.
 
+    def held_out(self) -> dict[str, np.ndarray]:
+        """The splits training never trains on, by name: 'val', and 'test' when there is one."""
+        return {"val": self.val_ids, "test": self.test_ids} if len(self.test_ids) else {"val": self.val_ids}
+
 
 def split_ids(ids: np.ndarray, val_fraction: float, test_fraction: float = 0.0) -> tuple[np.ndarray, ...]:
     """(train, validation, test): test is the contiguous tail of `test_fraction` of the ids, validation

@@ -84,6 +84,11 @@ def limit(ids: np.ndarray, seq_length: int, max_chars: int) -> np.ndarray:
     return ids[: seq_length + max_chars] if max_chars else ids
 
 
+def scored_ids(ids: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
+    """The part of a validation or test split that is scored: `limit` by the config's eval.max_chars."""
+    return limit(ids, config.data.seq_length, config.eval.max_chars)
+
+
 def _batches(count: int, batch_size: int, mesh) -> tuple[int, int]:
     """(batches, rows per batch) for `count` rows in batches of at most `batch_size`, rows a
     multiple of the mesh size: equal batches, so one compiled shape serves all of them."""

@@ -226,15 +226,10 @@ def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config
     }
 
 
-def scored_ids(ids: np.ndarray, config) -> np.ndarray:
-    """The part of a validation or test split that evaluation scores (eval.max_chars)."""
-    return evaluate.limit(ids, config.data.seq_length, config.eval.max_chars)
-
-
 def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus, config) -> dict:
     """The metrics.jsonl record of a finished epoch; val_loss under the per-epoch eval.protocol."""
     began = time.perf_counter()
-    val_ids = scored_ids(corpus.val_ids, config)
+    val_ids = evaluate.scored_ids(corpus.val_ids, config)
     val_loss = evaluate.mean_nll(graphdef, evaluated_params(state), val_ids, evaluate.Scoring.from_config(config))
     targets_per_window = config.data.seq_length if config.train.objective == "all" else 1
     return {
@@ -254,9 +249,8 @@ def final_metrics(graphdef, params, corpus: data.Corpus, config, step: int, epoc
     """final_metrics.json: the best checkpoint's scores under each eval.final_protocols, on the
     validation split and, when there is one, the test split."""
     record = {"step": step, "epoch": epoch, **final_settings(config)}
-    splits = {"val": corpus.val_ids, "test": corpus.test_ids} if len(corpus.test_ids) else {"val": corpus.val_ids}
-    for split, ids in splits.items():
-        ids = scored_ids(ids, config)
+    for split, ids in corpus.held_out().items():
+        ids = evaluate.scored_ids(ids, config)
         for protocol in config.eval.final_protocols:
             began = time.perf_counter()
             loss = evaluate.mean_nll(graphdef, params, ids, evaluate.Scoring.from_config(config, protocol))

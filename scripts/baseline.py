@@ -53,7 +53,7 @@ def main(argv: list[str]) -> None:
     orders = parse_orders(_ORDERS.value, data.seq_length)
     corpus = load_corpus(data)
     results = []
-    splits = {"val": corpus.val_ids, "test": corpus.test_ids} if len(corpus.test_ids) else {"val": corpus.val_ids}
+    splits = corpus.held_out()
     for order in orders:
         start = time.perf_counter()
         model = KneserNey(corpus.train_ids, order, corpus.vocab.size)

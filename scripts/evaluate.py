@@ -56,8 +56,8 @@ cli.define_config_overrides(runs.default_config(), "Overrides of the run's confi
 flags.mark_flags_as_required(["workdir"])
 
 
-def text_ids(run: runs.Run, split: str) -> tuple[str, np.ndarray]:
-    """What to score: a name for it and its ids `[n]`, from --text or the run's `split`."""
+def text_ids(run: runs.Run, corpus: data.Corpus | None, split: str) -> tuple[str, np.ndarray]:
+    """What to score: a name for it and its ids `[n]`, from --text or the run's `split` of `corpus`."""
     if _TEXT.value:
         ids, warnings = run.encode(data.read_text(_TEXT.value).text, f"text of {_TEXT.value!r}")
         for warning in warnings:
@@ -68,14 +68,13 @@ def text_ids(run: runs.Run, split: str) -> tuple[str, np.ndarray]:
                 f"data.seq_length={run.config.data.seq_length}: give a longer text"
             )
         return _TEXT.value, ids
-    corpus = run.corpus()
     if split == "test" and not len(corpus.test_ids):
         raise CharLSTMError(
             f"run folder {str(run.path)!r} has no test split (data.test_fraction=0): score --split val, "
             "or train a run with --config.data.test_fraction=0.1"
         )
     ids = corpus.test_ids if split == "test" else corpus.val_ids
-    return f"the {split} text of {run.path}", evaluate.limit(ids, run.config.data.seq_length, run.config.eval.max_chars)
+    return f"the {split} text of {run.path}", evaluate.scored_ids(ids, run.config)
 
 
 def check_flags() -> None:
@@ -111,23 +110,23 @@ def protocol_name() -> str:
     return f"dynamic (lr {s.learning_rate:g}, decay {s.decay:g}, segment {s.segment_length})"
 
 
-def model_nll(run: runs.Run, ids: np.ndarray) -> np.ndarray:
-    """The run's NLL `[n]` of the scored characters of `ids`, under --protocol or --dynamic."""
+def model_nll(run: runs.Run, corpus: data.Corpus | None, ids: np.ndarray) -> np.ndarray:
+    """The run's NLL `[n]` of the scored characters of `ids`, under --protocol or --dynamic (which
+    reads `corpus`'s training text)."""
     first = run.config.data.seq_length
     if _DYNAMIC.value:
-        train_ids = run.corpus().train_ids
-        return dynamic_eval.per_char_nll(run.graphdef, run.params, ids, first, train_ids, dynamic_settings())
+        return dynamic_eval.per_char_nll(run.graphdef, run.params, ids, first, corpus.train_ids, dynamic_settings())
     return evaluate.per_char_nll(run.graphdef, run.params, ids, evaluate.Scoring.from_config(run.config, _PROTOCOL.value))
 
 
-def mixed(run: runs.Run, ids: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, dict]:
+def mixed(run: runs.Run, corpus: data.Corpus, ids: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, dict]:
     """--mix_ngram: the interpolated NLL `[n]` and what it took (order, Kneser-Ney alone, weights)."""
-    corpus, first = run.corpus(), run.config.data.seq_length
+    first = run.config.data.seq_length
     ngram = KneserNey(corpus.train_ids, _MIX_NGRAM.value, corpus.vocab.size)
     ngram_nll = ngram.per_char_nll(ids, first)
     if _SPLIT.value == "test" and not _TEXT.value:
-        val_ids = evaluate.limit(corpus.val_ids, first, run.config.eval.max_chars)
-        weights = (mixture.fit_weight(model_nll(run, val_ids), ngram.per_char_nll(val_ids, first)),)
+        val_ids = evaluate.scored_ids(corpus.val_ids, run.config)
+        weights = (mixture.fit_weight(model_nll(run, corpus, val_ids), ngram.per_char_nll(val_ids, first)),)
         fitted_on = "validation"
         result = mixture.mixed_nll(nll, ngram_nll, weights[0])
     else:
@@ -144,16 +143,18 @@ def main(argv: list[str]) -> None:
     check_flags()
     run = runs.load(_WORKDIR.value, _CHECKPOINT.value, cli.config_overrides())
     check_order(run)
-    name, ids = text_ids(run, _SPLIT.value)
+    needs_corpus = not _TEXT.value or _DYNAMIC.value or _MIX_NGRAM.value
+    corpus = run.corpus() if needs_corpus else None  # Read (and checked) once: it may be large.
+    name, ids = text_ids(run, corpus, _SPLIT.value)
     label = "text" if _TEXT.value else _SPLIT.value
-    nll = model_nll(run, ids)
+    nll = model_nll(run, corpus, ids)
     loss = evaluate.average(nll)
     result = {
         "text": name, "checkpoint_step": run.step, "protocol": protocol_name(), "chars": len(nll),
         f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss),
     }
     if _MIX_NGRAM.value:
-        nll, info = mixed(run, ids, nll)
+        nll, info = mixed(run, corpus, ids, nll)
         loss = evaluate.average(nll)
         result["mixture"] = {**info, f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss)}
     if _JSON.value:
