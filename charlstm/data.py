@@ -193,7 +193,7 @@ def corpus_path(data: ml_collections.ConfigDict) -> Path:
     """The text file a run reads: `data.path` if given, else the built-in corpus."""
     if data.path:
         return Path(data.path)
-    return corpora.builtin_corpus_path(data.corpus, data.dir)
+    return corpora.builtin_corpus_path(data)
 
 
 def cleaned_pieces(file: TextFile, data: ml_collections.ConfigDict) -> Iterator[str]:

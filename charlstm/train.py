@@ -419,7 +419,8 @@ def _train_epochs(state: dict, graphdef, tx, zero_carry, corpus, config, run, ch
         if metrics["val_loss"] - metrics["train_loss"] > config.train.overfit_margin:
             print(
                 f"warning: val_loss exceeds train_loss by {metrics['val_loss'] - metrics['train_loss']:.3f} "
-                f"nats (> train.overfit_margin={config.train.overfit_margin}): the model is overfitting"
+                f"nats (> train.overfit_margin={config.train.overfit_margin}): the model is overfitting, "
+                "or the validation text differs in kind from the training text"
             )
         waited = epochs_since_best([m["val_loss"] for m in run.read_metrics()])
         if config.train.patience and waited >= config.train.patience:
