@@ -7,12 +7,13 @@ one of hundreds of MB needs little more memory than its ids.
 """
 
 import codecs
+import collections
 import dataclasses
 import hashlib
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -25,6 +26,8 @@ from charlstm.errors import CharLSTMError
 
 # A text may have a few bad bytes (decoded as U+FFFD); more than this share means it is not text.
 MAX_UNDECODABLE_SHARE = 0.01
+# Cleaning that removes more than this share of a text's characters is warned about.
+MAX_QUIET_REMOVAL = 0.25
 # Bytes read and decoded at a time: bounds the memory reading a corpus takes, whatever its size.
 CHUNK_BYTES = 1 << 24
 
@@ -102,6 +105,26 @@ def clean_text(text: str, keep_chars: str, lowercase: bool) -> str:
     if keep_chars:
         text = re.sub(f"[^{keep_chars}]+", "", text)
     return text.lower() if lowercase else text
+
+
+def removed_by_cleaning(text: str, keep_chars: str) -> collections.Counter:
+    """How often the lab's cleaning with `keep_chars` removes each character of `text`."""
+    return collections.Counter(re.sub(f"[{keep_chars}]+", "", text) if keep_chars else "")
+
+
+def check_cleaning(n_chars: int, removed: collections.Counter, kept: Iterable[str], what: str) -> str | None:
+    """A warning when cleaning removed more than MAX_QUIET_REMOVAL of the `n_chars` characters of
+    `what`, else None; CharLSTMError when the characters `kept` have no letter or digit."""
+    fix = 'keep them with --config.data.keep_chars="" (keeps every character) or a class that includes them'
+    common = "".join(c for c, _ in removed.most_common(10))
+    if not any(c.isalnum() for c in kept):
+        raise CharLSTMError(
+            f"{what} has no letter or digit left after cleaning, which removed {common!r} and more: {fix}"
+        )
+    share = sum(removed.values()) / max(n_chars, 1)
+    if share <= MAX_QUIET_REMOVAL:
+        return None
+    return f"cleaning removed {share:.0%} of the characters of {what}, most often {common!r}: {fix}"
 
 
 def code_points(text: str) -> np.ndarray:
@@ -230,6 +253,12 @@ def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
     path = corpus_path(data)
     file = TextFile(path)
     vocab, ids = encode_file(file, data)
+    removed, n_chars = collections.Counter(), 0
+    for piece in file.pieces():
+        removed.update(removed_by_cleaning(piece, data.keep_chars))
+        n_chars += len(piece)
+    if warning := check_cleaning(n_chars, removed, vocab.chars, repr(str(path))):
+        print(f"warning: {warning}", file=sys.stderr)
     train_ids, val_ids, test_ids = split_ids(ids, data.val_fraction, data.test_fraction)
     parts = [len(train_ids), len(val_ids)] + ([len(test_ids)] if data.test_fraction else [])
     if min(parts) < data.seq_length + 1:

@@ -59,7 +59,11 @@ flags.mark_flags_as_required(["workdir"])
 def text_ids(run: runs.Run, corpus: data.Corpus | None, split: str) -> tuple[str, np.ndarray]:
     """What to score: a name for it and its ids `[n]`, from --text or the run's `split` of `corpus`."""
     if _TEXT.value:
-        ids, warnings = run.encode(data.read_text(_TEXT.value).text, f"text of {_TEXT.value!r}")
+        text, d = data.read_text(_TEXT.value).text, run.config.data
+        kept = set(data.clean_text(text, d.keep_chars, d.lowercase))
+        warning = data.check_cleaning(len(text), data.removed_by_cleaning(text, d.keep_chars), kept, repr(_TEXT.value))
+        ids, warnings = run.encode(text, f"text of {_TEXT.value!r}")
+        warnings += [warning] if warning else []
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if len(ids) <= run.config.data.seq_length:

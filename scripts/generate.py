@@ -28,6 +28,9 @@ _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per temperature."
 _SEED = flags.DEFINE_integer("seed", 0, "Picks the random prompt and the samples; the same seed repeats them.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (lowest val_loss), 'latest' or a step number.")
 _OUTPUT = flags.DEFINE_string("output", "", "Write the samples to this file instead of stdout.")
+_MAX_LENGTH = flags.DEFINE_integer(
+    "max_length", 100_000, "Refuse longer samples: each is printed only when complete.", lower_bound=1
+)
 _NOVELTY = flags.DEFINE_bool("novelty", False, "After each sample: how much of it occurs verbatim in the training text.")
 cli.define_config_overrides(runs.default_config(), "Overrides of the run's config, e.g. --config.sample.top_k=5.")
 flags.mark_flags_as_required(["workdir"])
@@ -54,6 +57,11 @@ def main(argv: list[str]) -> None:
     if _LENGTH.value is not None:
         overrides["sample.length"] = _LENGTH.value
     run = runs.load(_WORKDIR.value, _CHECKPOINT.value, overrides)
+    if run.config.sample.length > _MAX_LENGTH.value:
+        raise CharLSTMError(
+            f"a sample length of {run.config.sample.length:,} characters is over --max_length={_MAX_LENGTH.value:,}: "
+            "samples print only when complete, which may take minutes; pass a larger --max_length to allow it"
+        )
     corpus = run.corpus() if _NOVELTY.value or not _PROMPT.value else None
     prompt = choose_prompt(run, corpus)
     temperatures, keys = sampling.sample_rows(run.config.sample.temperatures, _NUM_SAMPLES.value, _SEED.value)

@@ -168,3 +168,25 @@ def test_memory_benchmark_runs_on_a_small_corpus():
     )
     assert result.returncode == 0, result.stderr
     assert "1 MB corpus" in result.stdout and result.stdout.count("peak RSS") == 6
+
+
+def test_a_corpus_that_cleaning_mostly_removes_is_warned_about(tiny_config, tmp_path, capsys):
+    path = tmp_path / "novel.txt"
+    path.write_text("Анна Каренина, часть первая. 1877.\n" * 40)
+    tiny_config.data.update(path=str(path), seq_length=5)
+    corpus = data.load_corpus(tiny_config.data)
+    assert corpus.vocab.chars == "\n ,.178"
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith(f"warning: cleaning removed 66% of the characters of {str(path)!r}, most often 'а")
+    assert warning.endswith('keep_chars="" (keeps every character) or a class that includes them')
+    tiny_config.data.keep_chars = ""
+    data.load_corpus(tiny_config.data)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_corpus_with_no_letter_or_digit_left_is_refused(tiny_config, tmp_path):
+    path = tmp_path / "symbols.txt"
+    path.write_text("«—» ... ??? !!! ---\n" * 40)
+    tiny_config.data.update(path=str(path), seq_length=5)
+    with pytest.raises(CharLSTMError, match="no letter or digit left after cleaning, which removed '«—»'"):
+        data.load_corpus(tiny_config.data)

@@ -157,6 +157,8 @@ def test_generate_without_a_prompt_starts_from_the_validation_text(run, run_dir,
     (["--length", "0"], ["--length=0", "positive integer"]),
     (["--config.sample.tempratures=(1.0,)"], ["unknown config field", "tempratures"]),
     (["--prompt", "strong!"], ["'!'", "--config.sample.oov=skip"]),
+    (["--length", "100001"], ["100,001 characters", "--max_length=100,000"]),
+    (["--length", "50", "--max_length", "49"], ["50 characters", "--max_length=49"]),
 ])
 def test_generate_bad_input_is_one_line_and_exit_code_2(run_dir, args, words):
     result = generate(run_dir, *args)
@@ -190,6 +192,19 @@ def test_evaluate_scores_a_text_file_and_writes_surprisal(run, run_dir, tmp_path
     bits = [float(row.split("\t")[2]) for row in rows]
     assert math.isclose(np.mean(bits), evaluate.bits_per_char(expected), abs_tol=1e-3)
     assert (tmp_path / "s.html").read_text().count("bits\">") == len(rows)
+
+
+def test_evaluate_warns_when_cleaning_removes_most_of_a_text_and_refuses_one_without_letters(run_dir, tmp_path):
+    mostly_removed = tmp_path / "mostly.txt"
+    mostly_removed.write_text("Война и мир, глава первая. the union is strong. " * 6)
+    result = run_script("evaluate.py", "--workdir", str(run_dir), "--text", str(mostly_removed))
+    assert result.returncode == 0, result.stderr
+    assert "warning: cleaning removed 42% of the characters of" in result.stderr
+    assert 'keep_chars=""' in result.stderr
+    symbols = tmp_path / "symbols.txt"
+    symbols.write_text("+*= ... ??? ---\n" * 20)
+    result = run_script("evaluate.py", "--workdir", str(run_dir), "--text", str(symbols))
+    assert result.returncode == 2 and "no letter or digit left after cleaning" in result.stderr
 
 
 def evaluate_json(run_dir, *flags: str) -> dict:
