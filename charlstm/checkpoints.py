@@ -6,15 +6,33 @@ enough to rebuild the model. No pickle: loading a run cannot run code.
 """
 
 import contextlib
+import errno
+import logging as std_logging
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
-from charlstm.errors import CharLSTMError
+from charlstm.errors import CharLSTMError, SaveFailed
 
 _policies = ocp.checkpoint_managers
+
+
+class _DropBackgroundSaveErrors(std_logging.Filter):
+    """Drops the errors that Orbax's writer threads and their asyncio tasks log with tracebacks when a
+    save fails: the failure reaches training as one SaveFailed, whose message says what to do."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno < std_logging.ERROR or not (
+            "/orbax/" in record.pathname or record.name == "asyncio"
+        )
+
+
+def _quiet_background_save_errors() -> None:
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _DropBackgroundSaveErrors) for f in handler.filters):
+        handler.addFilter(_DropBackgroundSaveErrors())
 
 
 def _val_loss(metrics: dict) -> float:
@@ -55,8 +73,12 @@ class Checkpoints:
                 preservation_policy=None if read_only else keep,
                 read_only=read_only,
                 enable_async_checkpointing=not read_only,  # Training goes on while a save is written.
+                cleanup_tmp_directories=not read_only,  # Removes what a failed or killed save left.
             )
             self.manager = ocp.CheckpointManager(directory, options=options)
+        self.directory = directory
+        if not read_only:
+            _quiet_background_save_errors()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -72,11 +94,32 @@ class Checkpoints:
         """
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         metrics = None if val_loss is None else {"val_loss": val_loss}
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        with self._reporting_failures():  # Also a failure of the previous save, which this one waits for.
+            self.manager.save(step, args=args, metrics=metrics, force=True)
 
     def wait(self) -> None:
-        """Returns when the last save is complete on disk."""
-        self.manager.wait_until_finished()
+        """Returns when the last save is complete on disk; SaveFailed if it failed."""
+        with self._reporting_failures():
+            self.manager.wait_until_finished()
+
+    def complete_steps(self) -> list[int]:
+        """The steps whose checkpoint folders are complete on disk (a save in progress has a temporary name)."""
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+
+    @contextlib.contextmanager
+    def _reporting_failures(self):
+        """Turns an error of writing a checkpoint (OSError, or tensorstore's ValueError) into one SaveFailed."""
+        try:
+            yield
+        except (OSError, ValueError) as e:
+            reason = "no space left on device" if "No space left" in str(e) or getattr(e, "errno", 0) == errno.ENOSPC \
+                else str(e).splitlines()[0][:200]
+            steps = self.complete_steps()
+            last = f"step {steps[-1]}" if steps else "none"
+            raise SaveFailed(
+                f"could not write a checkpoint to {self.directory} ({reason}); the last complete checkpoint is "
+                f"{last}: free space or fix the folder, then re-run the same command to resume from it"
+            ) from None
 
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

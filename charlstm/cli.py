@@ -12,7 +12,12 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from charlstm.errors import CharLSTMError, TrainingDiverged, TrainingInterrupted
+from charlstm.errors import (
+    CharLSTMError,
+    SaveFailed,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 
 
 def _fail(message: str) -> None:
@@ -127,6 +132,9 @@ def run(main: Callable[[list[str]], None]) -> None:
         except TrainingDiverged as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
+        except SaveFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(3)
         except TrainingInterrupted as e:
             print(str(e), file=sys.stderr)
             sys.exit(e.exit_code)

@@ -9,6 +9,10 @@ class TrainingDiverged(Exception):
     """The loss became non-finite; nothing was saved after the last good checkpoint (exit code 1)."""
 
 
+class SaveFailed(Exception):
+    """A checkpoint could not be written (a full disk, say); the complete ones before it are kept (exit code 3)."""
+
+
 class TrainingInterrupted(Exception):
     """SIGINT or SIGTERM arrived; a checkpoint was saved at the step boundary (exit 128 + signal)."""
 

@@ -136,9 +136,13 @@ def refreshing(workdir: str | Path, every_seconds: float = REFRESH_SECONDS) -> I
 
     try:
         yield epoch_ended
-    finally:
+    except BaseException:
         if pending:
-            write_run_reports(workdir)
+            with contextlib.suppress(OSError):  # A full disk must not hide why training stopped.
+                write_run_reports(workdir)
+        raise
+    if pending:
+        write_run_reports(workdir)
 
 
 def log_epoch_to_tensorboard(workdir: str | Path, metrics: dict, samples: dict) -> None:

@@ -6,6 +6,7 @@ compiled with jax.jit, so no NNX object crosses the jit boundary per step.
 """
 
 import contextlib
+import errno
 import functools
 import math
 import signal
@@ -24,7 +25,7 @@ from charlstm import averaging
 from charlstm import config as config_lib
 from charlstm import data, evaluate, novelty, parallel, reports, sampling
 from charlstm.checkpoints import Checkpoints
-from charlstm.errors import CharLSTMError, TrainingDiverged, TrainingInterrupted
+from charlstm.errors import CharLSTMError, SaveFailed, TrainingDiverged, TrainingInterrupted
 from charlstm.model import CharLSTM, State
 from charlstm.run_folder import RunFolder, format_samples
 
@@ -348,8 +349,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, c
             f"validation characters, vocabulary of {vocab.size}: {vocab.chars!r}{replaced}"
         )
         run = RunFolder(workdir)
-        with run.lock(), stop_requests() as stop, reports.refreshing(run.path) as epoch_ended:
-            return _train(config, corpus, run, command, stop, epoch_ended)
+        try:
+            with run.lock(), stop_requests() as stop, reports.refreshing(run.path) as epoch_ended:
+                return _train(config, corpus, run, command, stop, epoch_ended)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise SaveFailed(
+                f"could not write to run folder {str(run.path)!r} (no space left on device): free space, then "
+                "re-run the same command to resume from its last complete checkpoint"
+            ) from None
 
 
 def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict, epoch_ended) -> list[dict]:

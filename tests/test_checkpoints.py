@@ -1,9 +1,14 @@
+import errno
+
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from charlstm import CharLSTMError
 from charlstm.checkpoints import Checkpoints
+from charlstm.errors import SaveFailed
+from charlstm.train import train_and_evaluate
 
 
 def test_best_and_latest_are_both_kept(tmp_path):
@@ -33,3 +38,33 @@ def test_params_restore_alone_with_their_own_structure(tmp_path):
     restored = Checkpoints(tmp_path, read_only=True).restore_params(7, like=params)
     assert restored.keys() == params.keys() and list(restored["layers"]) == [0]  # An int key stays an int.
     np.testing.assert_array_equal(restored["layers"][0]["w"], [0.0, 1.0, 2.0])
+
+
+def test_a_full_disk_stops_training_with_one_message_and_keeps_the_complete_checkpoints(tiny_config, tmp_path, monkeypatch):
+    saved, original_save = [], ocp.CheckpointManager.save
+
+    def save_until_the_disk_is_full(self, step, *args, **kwargs):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(step)
+        return original_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save_until_the_disk_is_full)
+    tiny_config.train.epochs = 3
+    workdir = tmp_path / "run"
+    with pytest.raises(SaveFailed) as failure:
+        train_and_evaluate(tiny_config, workdir)
+    assert str(failure.value).startswith(
+        f"could not write a checkpoint to {workdir / 'checkpoints'} (no space left on device); "
+        f"the last complete checkpoint is step {saved[-1]}: "
+    )
+    assert saved[-1] in Checkpoints(workdir).complete_steps()
+
+
+def test_a_save_left_half_written_is_removed_on_the_next_start(tiny_config, tmp_path):
+    tiny_config.train.epochs = 1
+    train_and_evaluate(tiny_config, tmp_path)
+    leftover = tmp_path / "checkpoints" / "99999.orbax-checkpoint-tmp"
+    leftover.mkdir()
+    steps = Checkpoints(tmp_path).complete_steps()
+    assert not leftover.exists() and steps == [Checkpoints(tmp_path).latest_step()]
