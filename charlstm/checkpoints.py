@@ -7,7 +7,10 @@ enough to rebuild the model. No pickle: loading a run cannot run code.
 
 import contextlib
 import errno
+import json
 import logging as std_logging
+import shutil
+import sys
 from pathlib import Path
 
 import jax
@@ -35,6 +38,31 @@ def _quiet_background_save_errors() -> None:
         handler.addFilter(_DropBackgroundSaveErrors())
 
 
+# Run-folder subfolder where training moves checkpoints that do not load, kept for inspection.
+UNREADABLE = "checkpoints_unreadable"
+# The small JSON files of a checkpoint folder, which Orbax reads for every step when it opens the folder.
+_JSON_FILES = ("_CHECKPOINT_METADATA", "metrics/metrics", "meta/metadata")
+
+
+def first_line(error: Exception) -> str:
+    """`Type: the message's first line` (200 characters at most), for one-line reports."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+
+
+def unreadable_steps(directory: Path) -> dict[int, str]:
+    """The steps in `directory` whose JSON files do not parse (a damaged disk, a copy cut short), with why."""
+    bad = {}
+    for folder in sorted(directory.iterdir()) if directory.is_dir() else []:
+        for name in _JSON_FILES if folder.name.isdigit() else ():
+            try:
+                if (folder / name).exists():
+                    json.loads((folder / name).read_text(encoding="utf-8"))
+            except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors.
+                bad[int(folder.name)] = f"{name}: {first_line(e)}"
+                break
+    return bad
+
+
 def _val_loss(metrics: dict) -> float:
     return metrics["val_loss"]
 
@@ -58,9 +86,22 @@ class Checkpoints:
         directory = Path(workdir).absolute() / "checkpoints"
         if read_only and not directory.is_dir():
             raise CharLSTMError(f"{str(workdir)!r} has no checkpoints/: train a run there first")
+        self.directory = directory
+        for leftover in [] if read_only or not directory.is_dir() else directory.glob("*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(leftover)  # What a save cut short by a full disk or a kill left; never a checkpoint.
+        if bad := unreadable_steps(directory):
+            if read_only:
+                good = [step for step in self.complete_steps() if step not in bad]
+                raise CharLSTMError(
+                    f"checkpoint {', '.join(f'step {k} ({v})' for k, v in bad.items())} in {directory} does not "
+                    f"load; the others (steps {good}) may: resume training there, which sets bad ones aside, "
+                    f"or move them out of {directory}"
+                )
+            for step, reason in bad.items():
+                self.set_aside(step, reason)
         keep = _policies.AnyPreservationPolicy(
             [
-                _policies.LatestN(n=1),
+                _policies.LatestN(n=2),  # One older than the latest, to fall back on if it does not load.
                 _policies.BestN(
                     get_metric_fn=_val_loss, reverse=True, n=1, keep_checkpoints_without_metrics=False
                 ),
@@ -73,10 +114,8 @@ class Checkpoints:
                 preservation_policy=None if read_only else keep,
                 read_only=read_only,
                 enable_async_checkpointing=not read_only,  # Training goes on while a save is written.
-                cleanup_tmp_directories=not read_only,  # Removes what a failed or killed save left.
             )
             self.manager = ocp.CheckpointManager(directory, options=options)
-        self.directory = directory
         if not read_only:
             _quiet_background_save_errors()
 
@@ -102,6 +141,25 @@ class Checkpoints:
         with self._reporting_failures():
             self.manager.wait_until_finished()
 
+    def set_aside(self, step: int, reason: str) -> None:
+        """Moves checkpoint `step`, which does not load, to the run folder's UNREADABLE/ and says so."""
+        target = self.directory.parent / UNREADABLE / str(step)
+        while target.exists():
+            target = target.with_name(target.name + "_")
+        target.parent.mkdir(exist_ok=True)
+        (self.directory / str(step)).rename(target)
+        print(f"warning: checkpoint step {step} does not load ({reason}): moved it to {target}", file=sys.stderr)
+
+    def restore_newest(self, like: dict) -> tuple[dict, dict] | None:
+        """restore() of the newest checkpoint that loads, setting aside newer ones that do not; None if none."""
+        while (step := self.latest_step()) is not None:
+            try:
+                return self.restore(step, like)
+            except Exception as e:  # noqa: BLE001 -- whatever a damaged file raises; an older one may load.
+                self.set_aside(step, first_line(e))
+                self.manager.reload()
+        return None
+
     def complete_steps(self) -> list[int]:
         """The steps whose checkpoint folders are complete on disk (a save in progress has a temporary name)."""
         return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
@@ -112,6 +170,8 @@ class Checkpoints:
         try:
             yield
         except (OSError, ValueError) as e:
+            with contextlib.suppress(Exception):  # Saves still in flight finish (or fail) before counting.
+                self.manager.wait_until_finished()
             reason = "no space left on device" if "No space left" in str(e) or getattr(e, "errno", 0) == errno.ENOSPC \
                 else str(e).splitlines()[0][:200]
             steps = self.complete_steps()

@@ -16,7 +16,7 @@ from flax import nnx
 
 from charlstm import averaging, data
 from charlstm import config as config_lib
-from charlstm.checkpoints import Checkpoints
+from charlstm.checkpoints import Checkpoints, first_line
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import RunFolder
 from charlstm.train import create_model, make_optimizer, split_model
@@ -113,11 +113,18 @@ def load(workdir: str | Path, checkpoint: str = "best", overrides: dict | None =
     config = load_config(workdir, overrides or {})
     vocab = data.Vocab(checkpoints.restore_meta(step)["vocab"])
     graphdef, like = split_model(create_model(config, vocab.size))
-    if config.train.average_decay:  # The weights' average, kept in the optimizer state, is the model.
-        opt_state = make_optimizer(config.train, 1).init(like)
-        params = averaging.averaged(checkpoints.restore_part(step, "opt_state", abstract(opt_state)))
-    else:
-        params = checkpoints.restore_params(step, abstract(like))
+    try:
+        if config.train.average_decay:  # The weights' average, kept in the optimizer state, is the model.
+            opt_state = make_optimizer(config.train, 1).init(like)
+            params = averaging.averaged(checkpoints.restore_part(step, "opt_state", abstract(opt_state)))
+        else:
+            params = checkpoints.restore_params(step, abstract(like))
+    except Exception as e:  # noqa: BLE001 -- whatever a damaged file raises.
+        others = [s for s in checkpoints.complete_steps() if s != step]
+        raise CharLSTMError(
+            f"checkpoint step {step} in {checkpoints.directory} does not load ({first_line(e)}): "
+            f"pass --checkpoint with one of the other steps {others}, or resume training there"
+        ) from None
     return Run(workdir, config, vocab, graphdef, params, step)
 
 

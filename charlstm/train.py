@@ -371,11 +371,14 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
     state = initial_state(params, tx, zero_carry)
     checkpoints = Checkpoints(run.path)
     run.drop_cut_lines()
-    if (latest := checkpoints.latest_step()) is not None:
+    if checkpoints.latest_step() is not None:
         run.check_resumable(config, corpus)
-        state, _ = checkpoints.restore(latest, like=state)
+    if restored := checkpoints.restore_newest(like=state):
+        state, _ = restored
         run.keep_metrics_through(state["epoch"])
         print(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']}")
+    elif run.read_metrics():  # No checkpoint (left) to resume from: the run starts over.
+        run.keep_metrics_through(0)
     run.write_setup(config, corpus, command)
     if state["epoch"] >= config.train.epochs:
         print(f"already trained {state['epoch']} epochs: raise --config.train.epochs to go on")

@@ -5,7 +5,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from charlstm import CharLSTMError
+from charlstm import CharLSTMError, runs
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import SaveFailed
 from charlstm.train import train_and_evaluate
@@ -17,7 +17,7 @@ def test_best_and_latest_are_both_kept(tmp_path):
     for step, val_loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5)]:
         checkpoints.save(step, {**state, "step": step}, {"vocab": "ab", "epoch": step // 10}, val_loss)
     checkpoints.wait()  # Saves are written in the background.
-    assert checkpoints.manager.all_steps() == [20, 40]
+    assert checkpoints.manager.all_steps() == [20, 30, 40]  # The best and the two latest.
     assert (checkpoints.best_step(), checkpoints.latest_step()) == (20, 40)
     restored, meta = Checkpoints(tmp_path, read_only=True).restore(20, like=state)
     np.testing.assert_array_equal(restored["params"]["w"], [0.0, 1.0, 2.0])
@@ -68,3 +68,31 @@ def test_a_save_left_half_written_is_removed_on_the_next_start(tiny_config, tmp_
     leftover.mkdir()
     steps = Checkpoints(tmp_path).complete_steps()
     assert not leftover.exists() and steps == [Checkpoints(tmp_path).latest_step()]
+
+
+def damage(folder):
+    """Overwrites every 7th byte of every file under `folder`, as a failing disk might."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            content = bytearray(path.read_bytes())
+            content[::7] = b"\xff" * len(content[::7])
+            path.write_bytes(bytes(content))
+
+
+@pytest.mark.parametrize("damaged", ["everything", "arrays"])
+def test_resuming_falls_back_to_the_newest_checkpoint_that_loads(tiny_config, tmp_path, capsys, damaged):
+    tiny_config.train.epochs = 2
+    train_and_evaluate(tiny_config, tmp_path)
+    first, latest = Checkpoints(tmp_path).complete_steps()
+    damage(tmp_path / "checkpoints" / str(latest) / ("" if damaged == "everything" else "state/ocdbt.process_0"))
+    capsys.readouterr()
+    # Generation and evaluation name the damaged checkpoint and the others.
+    message = rf"checkpoint step {latest} .*does not load.*{first}"
+    with pytest.raises(CharLSTMError, match=message):
+        runs.load(tmp_path, "latest")
+    tiny_config.train.epochs = 3
+    metrics = train_and_evaluate(tiny_config, tmp_path)
+    err = capsys.readouterr().err
+    assert f"warning: checkpoint step {latest} does not load" in err
+    assert (tmp_path / "checkpoints_unreadable" / str(latest)).is_dir()  # Kept aside, not deleted.
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]  # Epoch 2 trained again from epoch 1's checkpoint.
