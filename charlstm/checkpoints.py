@@ -33,9 +33,19 @@ class _DropBackgroundSaveErrors(std_logging.Filter):
 
 
 def _quiet_background_save_errors() -> None:
+    """Installs the filter above once, and drops the 'Event loop is closed' errors that tensorstore's
+    writes report (as unraisable) when they finish after a failed save closed Orbax's event loop."""
     handler = logging.get_absl_handler()
-    if not any(isinstance(f, _DropBackgroundSaveErrors) for f in handler.filters):
-        handler.addFilter(_DropBackgroundSaveErrors())
+    if any(isinstance(f, _DropBackgroundSaveErrors) for f in handler.filters):
+        return
+    handler.addFilter(_DropBackgroundSaveErrors())
+    previous = sys.unraisablehook
+
+    def unraisablehook(unraisable) -> None:
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = unraisablehook
 
 
 # Run-folder subfolder where training moves checkpoints that do not load, kept for inspection.
