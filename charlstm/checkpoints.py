@@ -182,8 +182,8 @@ class Checkpoints:
         except (OSError, ValueError) as e:
             with contextlib.suppress(Exception):  # Saves still in flight finish (or fail) before counting.
                 self.manager.wait_until_finished()
-            reason = "no space left on device" if "No space left" in str(e) or getattr(e, "errno", 0) == errno.ENOSPC \
-                else str(e).splitlines()[0][:200]
+            no_space = "No space left" in str(e) or getattr(e, "errno", 0) == errno.ENOSPC
+            reason = "no space left on device" if no_space else first_line(e)
             steps = self.complete_steps()
             last = f"step {steps[-1]}" if steps else "none"
             raise SaveFailed(

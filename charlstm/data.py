@@ -107,21 +107,29 @@ def clean_text(text: str, keep_chars: str, lowercase: bool) -> str:
     return text.lower() if lowercase else text
 
 
-def removed_by_cleaning(text: str, keep_chars: str) -> collections.Counter:
-    """How often the lab's cleaning with `keep_chars` removes each character of `text`."""
-    return collections.Counter(re.sub(f"[{keep_chars}]+", "", text) if keep_chars else "")
+@dataclasses.dataclass
+class Removal:
+    """What the lab's cleaning removed from a text: how often each character, out of `n_chars`."""
+
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    n_chars: int = 0
+
+    def add(self, text: str, keep_chars: str) -> None:
+        """Counts what cleaning `text` with `keep_chars` removes."""
+        self.counts.update(re.sub(f"[{keep_chars}]+", "", text) if keep_chars else "")
+        self.n_chars += len(text)
 
 
-def check_cleaning(n_chars: int, removed: collections.Counter, kept: Iterable[str], what: str) -> str | None:
-    """A warning when cleaning removed more than MAX_QUIET_REMOVAL of the `n_chars` characters of
-    `what`, else None; CharLSTMError when the characters `kept` have no letter or digit."""
+def check_cleaning(removal: Removal, kept: Iterable[str], what: str) -> str | None:
+    """A warning when cleaning removed more than MAX_QUIET_REMOVAL of the characters of `what`,
+    else None; CharLSTMError when the characters `kept` have no letter or digit."""
     fix = 'keep them with --config.data.keep_chars="" (keeps every character) or a class that includes them'
-    common = "".join(c for c, _ in removed.most_common(10))
+    common = "".join(c for c, _ in removal.counts.most_common(10))
     if not any(c.isalnum() for c in kept):
         raise CharLSTMError(
             f"{what} has no letter or digit left after cleaning, which removed {common!r} and more: {fix}"
         )
-    share = sum(removed.values()) / max(n_chars, 1)
+    share = sum(removal.counts.values()) / max(removal.n_chars, 1)
     if share <= MAX_QUIET_REMOVAL:
         return None
     return f"cleaning removed {share:.0%} of the characters of {what}, most often {common!r}: {fix}"
@@ -219,13 +227,16 @@ def corpus_path(data: ml_collections.ConfigDict) -> Path:
     return corpora.builtin_corpus_path(data)
 
 
-def cleaned_pieces(file: TextFile, data: ml_collections.ConfigDict) -> Iterator[str]:
+def cleaned_pieces(file: TextFile, data: ml_collections.ConfigDict, removal: Removal | None = None) -> Iterator[str]:
     """The file's text cleaned as `data` says, in pieces, cut after data.max_chars characters (0 = all).
 
-    Reads the whole file even past the limit, so its SHA-256 and checks cover all of it.
+    Reads the whole file even past the limit, so its SHA-256 and checks cover all of it; `removal`,
+    if given, counts what cleaning removes from all of it.
     """
     left = data.max_chars or None
     for piece in file.pieces():
+        if removal is not None:
+            removal.add(piece, data.keep_chars)
         if left == 0:
             continue
         piece = clean_text(piece, data.keep_chars, data.lowercase)[:left]
@@ -233,11 +244,12 @@ def cleaned_pieces(file: TextFile, data: ml_collections.ConfigDict) -> Iterator[
         yield piece
 
 
-def encode_file(file: TextFile, data: ml_collections.ConfigDict) -> tuple[Vocab, np.ndarray]:
+def encode_file(file: TextFile, data: ml_collections.ConfigDict) -> tuple[Vocab, np.ndarray, Removal]:
     """The vocabulary and the ids `[n]` of a cleaned file, in two passes over it: the characters
-    used, then the ids, written into one array of the smallest type that holds them."""
-    seen, n = np.zeros(sys.maxunicode + 1, bool), 0
-    for piece in cleaned_pieces(file, data):
+    used (and what cleaning removed), then the ids, written into one array of the smallest type
+    that holds them."""
+    seen, n, removal = np.zeros(sys.maxunicode + 1, bool), 0, Removal()
+    for piece in cleaned_pieces(file, data, removal):
         seen[code_points(piece)] = True
         n += len(piece)
     vocab = Vocab("".join(map(chr, np.flatnonzero(seen))))
@@ -245,19 +257,15 @@ def encode_file(file: TextFile, data: ml_collections.ConfigDict) -> tuple[Vocab,
     for piece in cleaned_pieces(file, data):
         ids[at : at + len(piece)] = vocab.encode(piece)
         at += len(piece)
-    return vocab, ids
+    return vocab, ids, removal
 
 
 def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
     """Reads, cleans, encodes and splits the corpus that `data` names."""
     path = corpus_path(data)
     file = TextFile(path)
-    vocab, ids = encode_file(file, data)
-    removed, n_chars = collections.Counter(), 0
-    for piece in file.pieces():
-        removed.update(removed_by_cleaning(piece, data.keep_chars))
-        n_chars += len(piece)
-    if warning := check_cleaning(n_chars, removed, vocab.chars, repr(str(path))):
+    vocab, ids, removal = encode_file(file, data)
+    if warning := check_cleaning(removal, vocab.chars, repr(str(path))):
         print(f"warning: {warning}", file=sys.stderr)
     train_ids, val_ids, test_ids = split_ids(ids, data.val_fraction, data.test_fraction)
     parts = [len(train_ids), len(val_ids)] + ([len(test_ids)] if data.test_fraction else [])

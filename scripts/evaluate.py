@@ -59,9 +59,10 @@ flags.mark_flags_as_required(["workdir"])
 def text_ids(run: runs.Run, corpus: data.Corpus | None, split: str) -> tuple[str, np.ndarray]:
     """What to score: a name for it and its ids `[n]`, from --text or the run's `split` of `corpus`."""
     if _TEXT.value:
-        text, d = data.read_text(_TEXT.value).text, run.config.data
+        text, d, removal = data.read_text(_TEXT.value).text, run.config.data, data.Removal()
+        removal.add(text, d.keep_chars)
         kept = set(data.clean_text(text, d.keep_chars, d.lowercase))
-        warning = data.check_cleaning(len(text), data.removed_by_cleaning(text, d.keep_chars), kept, repr(_TEXT.value))
+        warning = data.check_cleaning(removal, kept, repr(_TEXT.value))
         ids, warnings = run.encode(text, f"text of {_TEXT.value!r}")
         warnings += [warning] if warning else []
         for warning in warnings:
