@@ -1,7 +1,7 @@
 """Builds charlstm's CPU LSTM kernel (csrc/lstm_cpu.cc) against XLA's FFI headers and OpenBLAS's CBLAS header.
 
 Everything else is in pyproject.toml. The kernel is optional: where it cannot be compiled the package
-still installs and the LSTM runs as plain XLA (charlstm.native_lstm.available() says which).
+still installs and the LSTM runs as plain XLA (charlstm.lstm.cpu_kernel.load_failure() says why).
 """
 
 import jax.ffi
@@ -15,7 +15,7 @@ setup(
             ["csrc/lstm_cpu.cc"],
             include_dirs=[jax.ffi.include_dir(), scipy_openblas32.get_include_dir()],
             # No -march: the kernel picks its loops' instruction set when loaded (VECTOR_CLONES), so a build
-            # runs on any CPU of the architecture. OpenBLAS is not linked here: charlstm.native_lstm loads
+            # runs on any CPU of the architecture. OpenBLAS is not linked here: charlstm.lstm.cpu_kernel loads
             # scipy_openblas32's copy (which picks its own) and hands it over.
             extra_compile_args=["-std=c++17", "-O3"],
             language="c++",

@@ -38,7 +38,7 @@ def _one_line(error: Exception) -> str:
 
 def _fail_unknown_field(error: Exception) -> None:
     """ml_collections' KeyError or AttributeError for an unknown config field, as one line."""
-    _fail(f"unknown config field {_one_line(error)} (all fields: configs/default.py)")
+    _fail(f"unknown config field {_one_line(error)} (all fields: charlstm/default_config.py)")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

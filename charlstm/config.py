@@ -6,6 +6,8 @@ from pathlib import Path
 
 import ml_collections
 
+from charlstm import default_config as default_config_module
+from charlstm import lstm
 from charlstm.errors import CharLSTMError
 
 # Evaluation protocols (charlstm.evaluate).
@@ -71,6 +73,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("train.warmup_steps", config.train.warmup_steps, ">= 0")
     if config.model.cell not in ("lstm", "gru", "rnn"):
         _fail("model.cell", config.model.cell, "'lstm', 'gru' or 'rnn'")
+    if config.model.lstm_impl not in lstm.CHOICES:
+        _fail("model.lstm_impl", config.model.lstm_impl, "one of " + ", ".join(map(repr, lstm.CHOICES)))
+    if config.model.cell != "lstm" and config.model.lstm_impl != "auto":
+        _fail("model.lstm_impl", config.model.lstm_impl, f"'auto' with model.cell={config.model.cell!r}")
     for field in ("model.dropout", "model.weight_dropout", "train.average_decay"):
         if not 0 <= _get(config, field) < 1:
             _fail(field, _get(config, field), "in [0, 1)")
@@ -96,23 +102,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("sample.oov", config.sample.oov, "'error' or 'skip'")
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.py"
-
-
 def default_config() -> ml_collections.ConfigDict:
-    """Every config field at its default (configs/default.py)."""
-    return from_file(DEFAULT_CONFIG)
+    """Every config field at its default (charlstm/default_config.py)."""
+    return default_config_module.get_config()
 
 
-def with_defaults(saved: dict) -> dict:
-    """A saved config (as a dict) over the defaults: fields added since it was saved get their defaults."""
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+    """A saved config (as a dict, JSON lists allowed) over the defaults: fields added since it was saved
+    get their defaults."""
     config = default_config()
     config.update(from_json(json.dumps(saved)))
-    return config.to_dict()
+    return config
 
 
 def from_file(path: str | Path) -> ml_collections.ConfigDict:
-    """Calls get_config() of a config file, e.g. configs/tiny.py building on default.py."""
+    """Calls get_config() of a config file, e.g. configs/tiny.py building on the defaults."""
     spec = importlib.util.spec_from_file_location(f"charlstm_config_{Path(path).stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

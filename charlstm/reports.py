@@ -107,42 +107,43 @@ def samples_markdown(metrics: list[dict], samples: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def write_run_reports(workdir: str | Path) -> None:
-    """(Re)writes curves.png and samples.md of a run folder from its metrics.jsonl and samples.jsonl;
-    in a multi-process run only process 0 does."""
+def write_run_reports(workdir: str | Path, metrics: list[dict] | None = None, samples: list[dict] | None = None) -> None:
+    """(Re)writes curves.png and samples.md of a run folder from its epochs' metrics and samples (by
+    default read from metrics.jsonl and samples.jsonl); in a multi-process run only process 0 does."""
     if not parallel.is_primary():
         return
     run = RunFolder(workdir)
-    metrics = run.read_metrics()
+    metrics = run.read_metrics() if metrics is None else metrics
     if metrics:
         plot_run_curves(metrics, run.path / CURVES_PNG, run.path.name)
     with _replacing(run.path / SAMPLES_MD) as tmp:
-        tmp.write_text(samples_markdown(metrics, run.read_samples()))
+        tmp.write_text(samples_markdown(metrics, run.read_samples() if samples is None else samples))
 
 
 @contextlib.contextmanager
-def refreshing(workdir: str | Path, every_seconds: float = REFRESH_SECONDS) -> Iterator[Callable[[], None]]:
-    """Yields `epoch_ended`, to call after each epoch: it rewrites the run's reports (write_run_reports)
-    after the first epoch and then at most every `every_seconds`; leaving the block, also by an
-    exception, brings them up to date. Plotting every epoch of a fast run costs more than its training."""
-    last, pending = -math.inf, False
+def refreshing(workdir: str | Path, every_seconds: float = REFRESH_SECONDS) -> Iterator[Callable[[list, list], None]]:
+    """Yields `epoch_ended(metrics, samples)`, to call after each epoch with all epochs' records so far:
+    it rewrites the run's reports (write_run_reports) after the first epoch and then at most every
+    `every_seconds`; leaving the block, also by an exception, brings them up to date. Plotting every
+    epoch of a fast run costs more than its training."""
+    last, pending = -math.inf, None
 
-    def epoch_ended() -> None:
+    def epoch_ended(metrics: list[dict], samples: list[dict]) -> None:
         nonlocal last, pending
-        pending = True
+        pending = (metrics, samples)
         if time.monotonic() - last >= every_seconds:
-            write_run_reports(workdir)
-            last, pending = time.monotonic(), False
+            write_run_reports(workdir, *pending)
+            last, pending = time.monotonic(), None
 
     try:
         yield epoch_ended
     except BaseException:
         if pending:
             with contextlib.suppress(OSError):  # A full disk must not hide why training stopped.
-                write_run_reports(workdir)
+                write_run_reports(workdir, *pending)
         raise
     if pending:
-        write_run_reports(workdir)
+        write_run_reports(workdir, *pending)
 
 
 def log_epoch_to_tensorboard(workdir: str | Path, metrics: dict, samples: dict) -> None:

@@ -121,7 +121,7 @@ class RunFolder:
         """Refuses to resume with other data, model or optimizer settings, or another corpus."""
         config_path, info = self.path / "config.json", self.read_run_info()
         if config_path.exists():
-            saved = config_lib.with_defaults(json.loads(config_path.read_text()))
+            saved = config_lib.with_defaults(json.loads(config_path.read_text())).to_dict()
             if differences := config_differences(saved, config.to_dict()):
                 raise CharLSTMError(
                     f"run folder {str(self.path)!r} was trained with other settings: "
@@ -133,8 +133,9 @@ class RunFolder:
                 "started (SHA-256 differs): restore the file or use a new --workdir"
             )
 
-    def write_setup(self, config: ml_collections.ConfigDict, corpus: Corpus, command: str) -> None:
-        """Writes config.json and vocab.json, and appends this start to run_info.jsonl."""
+    def write_setup(self, config: ml_collections.ConfigDict, corpus: Corpus, command: str, extra: dict) -> None:
+        """Writes config.json and vocab.json, and appends this start to run_info.jsonl with `extra`'s fields
+        (e.g. the LSTM implementation each layer runs)."""
         parallel.sync("run_folder.setup")  # Every process has read the old setup (check_resumable).
         if not parallel.is_primary():
             return
@@ -149,6 +150,7 @@ class RunFolder:
             "packages": {name: metadata.version(name) for name in PACKAGES},
             "devices": [str(device) for device in jax.devices()],
             "processes": jax.process_count(),
+            **extra,
         }
         self._append("run_info.jsonl", info)
 

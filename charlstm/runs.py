@@ -1,8 +1,11 @@
 """A trained run loaded from its folder, and text put into its vocabulary (generate, evaluate, benchmark).
 
-The run's config.json sits on top of configs/default.py, so a run saved before
-a field existed gets that field's default, and command-line overrides sit on
-top of both.
+A checkpoint holds the vocabulary and the config it was trained with: loading
+reads both from there, the config over the defaults (charlstm/default_config.py),
+so a run saved before a field existed gets that field's default, and
+command-line overrides on top. Nothing of training, plotting or TensorBoard is
+imported, and nothing outside the package is read, so a run loads from any
+install.
 """
 
 import dataclasses
@@ -18,8 +21,9 @@ from charlstm import averaging, data
 from charlstm import config as config_lib
 from charlstm.checkpoints import Checkpoints, first_line
 from charlstm.errors import CharLSTMError
+from charlstm.model import create_model, split_model
+from charlstm.optimizer import make_optimizer
 from charlstm.run_folder import RunFolder
-from charlstm.train import create_model, make_optimizer, split_model
 
 default_config = config_lib.default_config  # What the scripts' --config.* overrides are typed by.
 
@@ -29,7 +33,7 @@ class Run:
     """A run folder's model at one checkpoint, with the vocab and config it was trained with."""
 
     path: Path
-    config: ml_collections.ConfigDict  # config.json over the defaults, with the caller's overrides.
+    config: ml_collections.ConfigDict  # The checkpoint's config over the defaults, with the caller's overrides.
     vocab: data.Vocab
     graphdef: nnx.GraphDef
     params: dict
@@ -69,15 +73,9 @@ class Run:
         return self.vocab.encode(cleaned), warnings
 
 
-def load_config(workdir: Path, overrides: dict) -> ml_collections.ConfigDict:
-    """config.json of `workdir` over the defaults, then `overrides` ({'sample.top_k': 5, ...}), validated."""
-    path = workdir / "config.json"
-    if not path.exists():
-        raise CharLSTMError(
-            f"{str(workdir)!r} has no config.json, so it is not a run folder: give a --workdir made by scripts/train.py"
-        )
-    config = default_config()
-    config.update(config_lib.from_json(path.read_text()))
+def trained_config(saved: dict, overrides: dict) -> ml_collections.ConfigDict:
+    """A checkpoint's config over the defaults, then `overrides` ({'sample.top_k': 5, ...}), validated."""
+    config = config_lib.with_defaults(saved)
     config.update_from_flattened_dict(overrides)
     config_lib.validate(config)
     return config
@@ -110,8 +108,8 @@ def load(workdir: str | Path, checkpoint: str = "best", overrides: dict | None =
         )
     checkpoints = Checkpoints(workdir, read_only=True)
     step = checkpoint_step(checkpoints, checkpoint)
-    config = load_config(workdir, overrides or {})
-    vocab = data.Vocab(checkpoints.restore_meta(step)["vocab"])
+    meta = checkpoints.restore_meta(step)
+    config, vocab = trained_config(meta["config"], overrides or {}), data.Vocab(meta["vocab"])
     graphdef, like = split_model(create_model(config, vocab.size))
     try:
         if config.train.average_decay:  # The weights' average, kept in the optimizer state, is the model.

@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from charlstm.data import Vocab
-from charlstm.model import CharLSTM, State
+from charlstm.model import CharLSTM, RecurrentState
 
 # Steps per iteration of the compiled loop: at batch 1 on CPU, about 7% faster than 1.
 UNROLL = 4
@@ -58,7 +58,7 @@ def sample_next(
     return jnp.where(temperature > 0, drawn, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
 
 
-def advance(model: CharLSTM, ids: jax.Array, state: State | None) -> tuple[jax.Array, State]:
+def advance(model: CharLSTM, ids: jax.Array, state: RecurrentState | None) -> tuple[jax.Array, RecurrentState]:
     """Feeds ids `[rows, time]` from `state` (None = zeros) -> next-char logits `[rows, vocab]` and the new state."""
     logits, state = model(ids, state)
     return logits[:, -1], state

@@ -38,7 +38,7 @@ def field_value(config: ml_collections.ConfigDict, field: str):
     for part in field.split("."):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
             raise CharLSTMError(
-                f"unknown config field {field!r} in --grid: use a field of configs/default.py, e.g. model.units"
+                f"unknown config field {field!r} in --grid: use a field of charlstm/default_config.py, e.g. model.units"
             )
         node = node[part]
     if isinstance(node, ml_collections.ConfigDict):

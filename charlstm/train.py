@@ -1,11 +1,14 @@
 """train_and_evaluate(config, workdir): the training loop, its jit-compiled step and the run folder.
 
 The model is split once into a static graphdef and a pure-dict params tree;
-the step is a pure function of (params, opt_state, window starts, key)
-compiled with jax.jit, so no NNX object crosses the jit boundary per step.
+make_train_step compiles one optimizer step, a pure function of the state's
+arrays and the window starts, with jax.jit, so no NNX object crosses the jit
+boundary per step. TrainState holds what one step hands the next and a
+checkpoint keeps.
 """
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import math
@@ -13,20 +16,23 @@ import signal
 import time
 from pathlib import Path
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import nnx
+from flax import nnx, struct
 from tqdm import tqdm
 
 from charlstm import averaging
 from charlstm import config as config_lib
-from charlstm import data, evaluate, novelty, parallel, reports, sampling
+from charlstm import data, evaluate, lstm, novelty, parallel, reports, sampling
 from charlstm.checkpoints import Checkpoints
-from charlstm.errors import CharLSTMError, SaveFailed, TrainingDiverged, TrainingInterrupted
-from charlstm.model import CharLSTM, State
+from charlstm.errors import SaveFailed, TrainingDiverged, TrainingInterrupted
+from charlstm.model import RecurrentState, create_model, split_model
+from charlstm.optimizer import make_optimizer
 from charlstm.run_folder import RunFolder, format_samples
 
 
@@ -41,23 +47,9 @@ def shardings() -> dict[str, jax.sharding.NamedSharding]:
     return {"batch": parallel.batch_sharding(mesh), "replicated": parallel.replicated(mesh)}
 
 
-def create_model(config: ml_collections.ConfigDict, vocab_size: int) -> CharLSTM:
-    m = config.model
-    return CharLSTM(
-        vocab_size, m.units, m.num_layers, cell=m.cell, embed_dim=m.embed_dim,
-        dropout=m.dropout, weight_dropout=m.weight_dropout, rngs=nnx.Rngs(config.seed),
-    )
-
-
-def split_model(model: CharLSTM) -> tuple[nnx.GraphDef, dict]:
-    """The static graph and the parameters as a pure dict of arrays."""
-    graphdef, params = nnx.split(model, nnx.Param)
-    return graphdef, nnx.to_pure_dict(params)
-
-
 def placed_model(
     config: ml_collections.ConfigDict, vocab_size: int, placement: dict
-) -> tuple[nnx.GraphDef, dict, State]:
+) -> tuple[nnx.GraphDef, dict, RecurrentState]:
     """A new model's graph, its params replicated and a zero LSTM state `[batch, units]` split over the batch."""
     model = create_model(config, vocab_size)
     zero_carry = parallel.put(model.initial_state(config.train.batch_size), placement["batch"])
@@ -65,27 +57,34 @@ def placed_model(
     return graphdef, parallel.put(params, placement["replicated"]), zero_carry
 
 
-def make_optimizer(train: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """AdamW (Adam when weight_decay is 0) with the configured schedule over `total_steps`,
-    after optional linear warm-up, on gradients clipped to a global norm (0 = no clipping),
-    and the weights' moving average when train.average_decay > 0 (charlstm.averaging)."""
-    peak, warmup = train.learning_rate, train.warmup_steps
-    if train.schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1))
-    else:
-        schedule = optax.constant_schedule(peak)
-    if warmup:
-        schedule = optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), schedule], [warmup])
-    adam = optax.adamw(schedule, weight_decay=train.weight_decay) if train.weight_decay else optax.adam(schedule)
-    tx = optax.chain(optax.clip_by_global_norm(train.clip_norm), adam) if train.clip_norm else adam
-    return optax.chain(tx, averaging.track_average(train.average_decay)) if train.average_decay else tx
+@struct.dataclass
+class TrainState:
+    """What one training step hands the next, and a checkpoint keeps: the arrays, then host counters."""
+
+    params: dict
+    opt_state: optax.OptState
+    loss_sum: jax.Array  # The epoch's summed loss, kept on device so that the loop never waits for it.
+    carry: RecurrentState  # The LSTM state between windows in stateful training (zeros otherwise).
+    step: int = struct.field(pytree_node=False, default=0)  # Optimizer steps taken.
+    epoch: int = struct.field(pytree_node=False, default=0)  # Finished epochs.
+    epoch_step: int = struct.field(pytree_node=False, default=0)  # Steps into the next epoch.
+    epoch_seconds: float = struct.field(pytree_node=False, default=0.0)  # That epoch's training time so far.
+
+    def to_checkpoint(self) -> dict:
+        """Every field by name: the checkpoint's format."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict) -> "TrainState":
+        counters = {name: int(saved[name]) for name in ("step", "epoch", "epoch_step")}
+        return cls(**{**saved, **counters, "epoch_seconds": float(saved["epoch_seconds"])})
 
 
-def evaluated_params(state: dict):
+def evaluated_params(state: TrainState):
     """The weights that are evaluated, sampled and kept as the model: the average when training keeps
     one (train.average_decay), else the params."""
-    average = averaging.averaged(state["opt_state"])
-    return state["params"] if average is None else average
+    average = averaging.averaged(state.opt_state)
+    return state.params if average is None else average
 
 
 def in_dtype(tree, dtype: str):
@@ -113,25 +112,37 @@ def loss_fn(
     return loss, in_dtype(carry, "float32")
 
 
-@functools.partial(
-    jax.jit, static_argnames=("graphdef", "tx", "seq_length", "objective", "dtype"), donate_argnums=(1, 2)
-)
-def train_step(
-    graphdef, params, opt_state, loss_sum, ids, starts, step, key, carry, *, tx, seq_length, objective,
-    dtype="float32",
-):
-    """One optimizer step on the windows starting at `starts` `[batch]`.
+TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]
 
-    Dropout draws from fold_in(key, step), so no RNG state needs saving.
-    Returns params, opt_state, the epoch's running loss sum (kept on device, so
-    the loop never waits for the host), this step's loss and the final state.
-    """
-    windows = data.gather_windows(ids, starts, seq_length + 1)
-    grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
-    (loss, carry), grads = grad_fn(graphdef, params, windows, objective, jax.random.fold_in(key, step), carry, dtype)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    carry = jax.lax.stop_gradient(carry)  # Truncated backpropagation through time.
-    return optax.apply_updates(params, updates), opt_state, loss_sum + loss, loss, carry
+
+def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> TrainStep:
+    """`step(state, ids, starts)`: one optimizer step on the windows of corpus `ids` starting at `starts`
+    `[batch]`, as `config.train` asks (objective, dtype, stateful); returns the new state and the step's
+    loss. Dropout draws from fold_in(key, step), so no RNG state needs saving."""
+    key = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
+    seq_length, objective, dtype = config.data.seq_length, config.train.objective, config.train.dtype
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def update(params, opt_state, loss_sum, carry, ids: jax.Array, starts: jax.Array, step):
+        windows = data.gather_windows(ids, starts, seq_length + 1)
+        grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
+        (loss, carry), grads = grad_fn(graphdef, params, windows, objective, jax.random.fold_in(key, step), carry, dtype)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        carry = jax.lax.stop_gradient(carry)  # Truncated backpropagation through time.
+        return optax.apply_updates(params, updates), opt_state, loss_sum + loss, loss, carry
+
+    def step(state: TrainState, ids: jax.Array, starts: jax.Array) -> tuple[TrainState, jax.Array]:
+        carry = state.carry if config.train.stateful else None  # Otherwise every window starts from zeros.
+        params, opt_state, loss_sum, loss, final = update(
+            state.params, state.opt_state, state.loss_sum, carry, ids, starts, state.step
+        )
+        state = state.replace(
+            params=params, opt_state=opt_state, loss_sum=loss_sum, step=state.step + 1,
+            epoch_step=state.epoch_step + 1, carry=final if config.train.stateful else state.carry,
+        )
+        return state, loss
+
+    return step
 
 
 @contextlib.contextmanager
@@ -188,61 +199,40 @@ def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> 
     }
 
 
-def train_epoch(state: dict, starts: np.ndarray, train_ids, graphdef, tx, config, stop: dict, checkpoints):
-    """Runs the epoch's remaining steps (from state['epoch_step']) until done or asked to stop."""
-    step_fn = functools.partial(
-        train_step, graphdef, tx=tx, seq_length=config.data.seq_length, objective=config.train.objective,
-        dtype=config.train.dtype,
-    )
-    params, opt_state, loss_sum = state["params"], state["opt_state"], state["loss_sum"]
-    carry = state["carry"] if config.train.stateful else None
-    key = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
+def train_epoch(
+    state: TrainState, starts: np.ndarray, train_ids: jax.Array, step: TrainStep, config, stop: dict, checkpoints
+) -> TrainState:
+    """Runs the epoch's remaining steps (from state.epoch_step) until done or asked to stop."""
     batch_sharding = shardings()["batch"]
-    first, began = state["epoch_step"], time.perf_counter()
-    i = first
-    desc = f"epoch {state['epoch'] + 1}/{config.train.epochs}"
-    with tqdm(initial=first, total=len(starts), desc=desc, unit="step", leave=False, disable=None) as bar:
-        while i < len(starts) and not should_stop(stop, i, config.train.log_every_steps):
-            batch = parallel.put(starts[i], batch_sharding)
-            params, opt_state, loss_sum, loss, final_carry = step_fn(
-                params, opt_state, loss_sum, train_ids, batch, state["step"] + i - first, key, carry
-            )
-            if config.train.stateful:  # Otherwise every window starts from zeros.
-                carry = final_carry
-            i += 1
+    began = time.perf_counter()
+    desc = f"epoch {state.epoch + 1}/{config.train.epochs}"
+    with tqdm(initial=state.epoch_step, total=len(starts), desc=desc, unit="step", leave=False, disable=None) as bar:
+        while state.epoch_step < len(starts) and not should_stop(stop, state.epoch_step, config.train.log_every_steps):
+            state, loss = step(state, train_ids, parallel.put(starts[state.epoch_step], batch_sharding))
             bar.update()
-            if i % config.train.log_every_steps == 0:
-                check_finite(float(loss), state["step"] + i - first, checkpoints)
+            if state.epoch_step % config.train.log_every_steps == 0:
+                check_finite(float(loss), state.step, checkpoints)
                 bar.set_postfix(loss=f"{float(loss):.3f}")
-    jax.block_until_ready((params, loss_sum))  # Steps run asynchronously: the epoch's time includes them all.
-    return {
-        **state,
-        "params": params,
-        "opt_state": opt_state,
-        "loss_sum": loss_sum,
-        "carry": carry if config.train.stateful else state["carry"],
-        "step": state["step"] + i - first,
-        "epoch_step": i,
-        "epoch_seconds": state["epoch_seconds"] + time.perf_counter() - began,
-    }
+    jax.block_until_ready((state.params, state.loss_sum))  # Steps run asynchronously: the time includes them all.
+    return state.replace(epoch_seconds=state.epoch_seconds + time.perf_counter() - began)
 
 
-def epoch_metrics(state: dict, starts: np.ndarray, graphdef, corpus: data.Corpus, config) -> dict:
+def epoch_metrics(state: TrainState, starts: np.ndarray, graphdef, corpus: data.Corpus, config) -> dict:
     """The metrics.jsonl record of a finished epoch; val_loss under the per-epoch eval.protocol."""
     began = time.perf_counter()
     val_ids = evaluate.scored_ids(corpus.val_ids, config)
     val_loss = evaluate.mean_nll(graphdef, evaluated_params(state), val_ids, evaluate.Scoring.from_config(config))
     targets_per_window = config.data.seq_length if config.train.objective == "all" else 1
     return {
-        "epoch": state["epoch"] + 1,
-        "step": state["step"],
-        "train_loss": float(state["loss_sum"]) / len(starts),
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "train_loss": float(state.loss_sum) / len(starts),
         "val_loss": val_loss,
         "val_bpc": evaluate.bits_per_char(val_loss),
         "val_protocol": config.eval.protocol,
-        "seconds": state["epoch_seconds"],
+        "seconds": state.epoch_seconds,
         "val_seconds": time.perf_counter() - began,
-        "chars_per_second": starts.size * targets_per_window / state["epoch_seconds"],
+        "chars_per_second": starts.size * targets_per_window / state.epoch_seconds,
     }
 
 
@@ -267,16 +257,18 @@ def final_settings(config) -> dict:
     return {"protocols": list(config.eval.final_protocols), "max_chars": config.eval.max_chars}
 
 
-def evaluate_best(graphdef, state: dict, corpus: data.Corpus, config, run: RunFolder, checkpoints: Checkpoints):
+def evaluate_best(
+    graphdef, state: TrainState, corpus: data.Corpus, config, run: RunFolder, checkpoints: Checkpoints, history: list
+) -> None:
     """Scores the best checkpoint into final_metrics.json, unless that file already scores it with
-    these settings; `state` is a training state like the checkpoint's."""
+    these settings; `state` is a training state like the checkpoint's, `history` the epochs' metrics."""
     best, done = checkpoints.best_step(), run.read_final_metrics()
     if best is None or not config.eval.final_protocols:
         return
     if done.get("step") == best and {k: done.get(k) for k in final_settings(config)} == final_settings(config):
         return
-    params = evaluated_params(checkpoints.restore(best, like=state)[0])
-    epoch = next((m["epoch"] for m in run.read_metrics() if m["step"] == best), None)
+    params = evaluated_params(restore(checkpoints, best, like=state)[0])
+    epoch = next((m["epoch"] for m in history if m["step"] == best), None)
     record = final_metrics(graphdef, params, corpus, config, best, epoch)
     run.write_final_metrics(record)
     print(describe_final(record))
@@ -299,23 +291,18 @@ def novelty_reference(corpus: data.Corpus) -> str | None:
     return corpus.vocab.decode(corpus.train_ids)
 
 
-def initial_state(params, tx, carry) -> dict:
-    """Training state; `epoch` counts finished epochs, `epoch_step` steps into the next one,
-    `carry` is the LSTM state between windows in stateful training (zeros otherwise).
-
-    New arrays are placed like `params`, so a checkpoint restores onto the devices training uses.
-    """
+def initial_state(params, tx: optax.GradientTransformation, carry: RecurrentState) -> TrainState:
+    """A new run's state; its arrays are placed like `params`, so a checkpoint restores onto the devices
+    training uses."""
     sharding = jax.tree.leaves(params)[0].sharding
-    return {
-        "params": params,
-        "opt_state": parallel.put(tx.init(params), sharding),
-        "step": 0,
-        "epoch": 0,
-        "epoch_step": 0,
-        "loss_sum": parallel.put(np.zeros((), np.float32), sharding),
-        "carry": carry,
-        "epoch_seconds": 0.0,
-    }
+    loss_sum = parallel.put(np.zeros((), np.float32), sharding)
+    return TrainState(params=params, opt_state=parallel.put(tx.init(params), sharding), loss_sum=loss_sum, carry=carry)
+
+
+def restore(checkpoints: Checkpoints, step: int, like: TrainState) -> tuple[TrainState, dict]:
+    """Checkpoint `step`'s state, placed like `like`, and its meta."""
+    saved, meta = checkpoints.restore(step, like=like.to_checkpoint())
+    return TrainState.from_checkpoint(saved), meta
 
 
 def epochs_since_best(val_losses: list[float]) -> int:
@@ -361,7 +348,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, c
             ) from None
 
 
+def lstm_implementations(config: ml_collections.ConfigDict) -> dict[str, list[str]]:
+    """The LSTM implementation each layer runs (charlstm.lstm.select) in training, in train.dtype, and in
+    evaluation and sampling, in float32; empty lists for other cells. Raises CharLSTMError when the
+    model.lstm_impl asked for cannot run here."""
+    if config.model.cell != "lstm":
+        return {"training": [], "evaluation": []}
+    return {
+        phase: [lstm.select(config.model.lstm_impl, jnp.dtype(dtype))] * config.model.num_layers
+        for phase, dtype in (("training", config.train.dtype), ("evaluation", "float32"))
+    }
+
+
 def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict, epoch_ended) -> list[dict]:
+    implementations = lstm_implementations(config)
     placement = shardings()
     graphdef, params, zero_carry = placed_model(config, corpus.vocab.size, placement)
     steps = data.steps_per_epoch(
@@ -373,43 +373,48 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
     run.drop_cut_lines()
     if checkpoints.latest_step() is not None:
         run.check_resumable(config, corpus)
-    if restored := checkpoints.restore_newest(like=state):
-        state, _ = restored
-        run.keep_metrics_through(state["epoch"])
-        print(f"resuming {run.path} at epoch {state['epoch'] + 1}, step {state['step']}")
+    if restored := checkpoints.restore_newest(like=state.to_checkpoint()):
+        state = TrainState.from_checkpoint(restored[0])
+        run.keep_metrics_through(state.epoch)
+        print(f"resuming {run.path} at epoch {state.epoch + 1}, step {state.step}")
     elif run.read_metrics():  # No checkpoint (left) to resume from: the run starts over.
         run.keep_metrics_through(0)
-    run.write_setup(config, corpus, command)
-    if state["epoch"] >= config.train.epochs:
-        print(f"already trained {state['epoch']} epochs: raise --config.train.epochs to go on")
+    run.write_setup(config, corpus, command, {"lstm": implementations})
+    if state.epoch >= config.train.epochs:
+        print(f"already trained {state.epoch} epochs: raise --config.train.epochs to go on")
 
+    history = {"metrics": run.read_metrics(), "samples": run.read_samples()}
     try:
-        state = _train_epochs(state, graphdef, tx, zero_carry, corpus, config, run, checkpoints, stop, epoch_ended)
+        state = _train_epochs(state, graphdef, tx, zero_carry, corpus, config, run, checkpoints, stop, history, epoch_ended)
     finally:
         checkpoints.wait()  # Saves run in the background; none is left half-written.
-    evaluate_best(graphdef, state, corpus, config, run, checkpoints)
-    return run.read_metrics()
+    evaluate_best(graphdef, state, corpus, config, run, checkpoints, history["metrics"])
+    return history["metrics"]
 
 
-def _train_epochs(state: dict, graphdef, tx, zero_carry, corpus, config, run, checkpoints, stop, epoch_ended) -> dict:
-    """Trains the epochs left after `state`, each followed by its metrics, samples and checkpoint;
-    returns the last state. Raises TrainingInterrupted after saving mid-epoch when asked to stop."""
+def _train_epochs(
+    state: TrainState, graphdef, tx, zero_carry, corpus, config, run, checkpoints, stop, history: dict, epoch_ended
+) -> TrainState:
+    """Trains the epochs left after `state`, each followed by its metrics, samples and checkpoint,
+    appended to the run folder and to `history`; returns the last state. Raises TrainingInterrupted
+    after saving mid-epoch when asked to stop."""
     train_ids = parallel.put(corpus.train_ids, shardings()["replicated"])
     train_text = novelty_reference(corpus)
     meta = {"vocab": corpus.vocab.chars, "config": config.to_dict()}
-    while state["epoch"] < config.train.epochs:
-        starts = window_starts(corpus, config, state["epoch"] + 1)
-        state = train_epoch(state, starts, train_ids, graphdef, tx, config, stop, checkpoints)
-        if state["epoch_step"] < len(starts):
-            if state["step"] != checkpoints.latest_step():
-                checkpoints.save(state["step"], state, meta, val_loss=None)
+    step = make_train_step(config, graphdef, tx)
+    while state.epoch < config.train.epochs:
+        starts = window_starts(corpus, config, state.epoch + 1)
+        state = train_epoch(state, starts, train_ids, step, config, stop, checkpoints)
+        if state.epoch_step < len(starts):
+            if state.step != checkpoints.latest_step():
+                checkpoints.save(state.step, state.to_checkpoint(), meta, val_loss=None)
             raise TrainingInterrupted(
-                f"interrupted by signal {stop['signal']}: saved step {state['step']} "
-                f"(epoch {state['epoch'] + 1}, {state['epoch_step']}/{len(starts)} steps); "
+                f"interrupted by signal {stop['signal']}: saved step {state.step} "
+                f"(epoch {state.epoch + 1}, {state.epoch_step}/{len(starts)} steps); "
                 "re-run the same command to resume",
                 stop["signal"],
             )
-        check_finite(float(state["loss_sum"]), state["step"], checkpoints)
+        check_finite(float(state.loss_sum), state.step, checkpoints)
         metrics = epoch_metrics(state, starts, graphdef, corpus, config)
         samples = epoch_samples(graphdef, evaluated_params(state), corpus, config, metrics["epoch"])
         metrics.update(novelty.epoch_summary([s["text"] for s in samples["samples"]], train_text))
@@ -422,19 +427,23 @@ def _train_epochs(state: dict, graphdef, tx, zero_carry, corpus, config, run, ch
         )
         run.append_metrics(metrics)
         run.append_samples(samples)
-        epoch_ended()
+        history["metrics"].append(metrics)
+        history["samples"].append(samples)
+        epoch_ended(history["metrics"], history["samples"])
         if config.log.tensorboard:
             reports.log_epoch_to_tensorboard(run.path, metrics, samples)
-        state = {**initial_state(state["params"], tx, zero_carry), "opt_state": state["opt_state"],
-                 "step": state["step"], "epoch": metrics["epoch"]}
-        checkpoints.save(state["step"], state, {**meta, **metrics}, metrics["val_loss"])
+        state = state.replace(  # The next epoch starts: its loss sum, time and (stateful) carry from zero.
+            loss_sum=jnp.zeros_like(state.loss_sum), carry=zero_carry, epoch=metrics["epoch"], epoch_step=0,
+            epoch_seconds=0.0,
+        )
+        checkpoints.save(state.step, state.to_checkpoint(), {**meta, **metrics}, metrics["val_loss"])
         if metrics["val_loss"] - metrics["train_loss"] > config.train.overfit_margin:
             print(
                 f"warning: val_loss exceeds train_loss by {metrics['val_loss'] - metrics['train_loss']:.3f} "
                 f"nats (> train.overfit_margin={config.train.overfit_margin}): the model is overfitting, "
                 "or the validation text differs in kind from the training text"
             )
-        waited = epochs_since_best([m["val_loss"] for m in run.read_metrics()])
+        waited = epochs_since_best([m["val_loss"] for m in history["metrics"]])
         if config.train.patience and waited >= config.train.patience:
             print(f"early stopping: no better val_loss for {waited} epochs (train.patience={config.train.patience})")
             break

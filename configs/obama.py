@@ -13,10 +13,8 @@ training, at epoch 6. These are the values of configs/default.py;
 configs/obama_best.py trains longer for 1.762.
 """
 
-from pathlib import Path
-
 from charlstm import config as config_lib
 
 
 def get_config():
-    return config_lib.from_file(Path(__file__).with_name("default.py"))
+    return config_lib.default_config()

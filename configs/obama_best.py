@@ -20,13 +20,11 @@ evaluation and interpolation with that n-gram, `python scripts/evaluate.py
 1.6635.
 """
 
-from pathlib import Path
-
 from charlstm import config as config_lib
 
 
 def get_config():
-    config = config_lib.from_file(Path(__file__).with_name("default.py"))
+    config = config_lib.default_config()
     config.model.units = 256
     config.model.dropout = 0.25
     config.model.weight_dropout = 0.3

@@ -21,13 +21,11 @@ An epoch here runs about 90 times the LSTM steps of a configs/obama.py epoch (ea
 read in 100 overlapping windows) and takes about 90 times its training time.
 """
 
-from pathlib import Path
-
 from charlstm import config as config_lib
 
 
 def get_config():
-    config = config_lib.from_file(Path(__file__).with_name("default.py"))
+    config = config_lib.default_config()
     config.data.val_fraction = 0.2
     config.train.objective = "last"
     config.train.batch_size = 256

@@ -21,13 +21,11 @@ scripts/baseline.py --config configs/sotu.py --orders=4,6,8,10,12`, is 8 at
 --protocol stream --mix_ngram 8`) this model gives 1.7787.
 """
 
-from pathlib import Path
-
 from charlstm import config as config_lib
 
 
 def get_config():
-    config = config_lib.from_file(Path(__file__).with_name("default.py"))
+    config = config_lib.default_config()
     config.data.corpus = "sotu"
     config.model.units = 256
     config.train.epochs = 4

@@ -16,13 +16,11 @@ Not measured on a GPU or TPU (none was available while it was written). On the
 memory: scripts/benchmark_memory.py.
 """
 
-from pathlib import Path
-
 from charlstm import config as config_lib
 
 
 def get_config():
-    config = config_lib.from_file(Path(__file__).with_name("default.py"))
+    config = config_lib.default_config()
     config.data.corpus = ""  # No built-in corpus: --config.data.path is required.
     config.data.keep_chars = ""
     config.data.lowercase = False

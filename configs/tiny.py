@@ -3,13 +3,11 @@
     python scripts/train.py --config configs/tiny.py --workdir runs/tiny
 """
 
-from pathlib import Path
-
 from charlstm import config as config_lib
 
 
 def get_config():
-    config = config_lib.from_file(Path(__file__).with_name("default.py"))
+    config = config_lib.default_config()
     config.data.max_chars = 20_000
     config.data.seq_length = 20
     config.model.units = 32

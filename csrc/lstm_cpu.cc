@@ -1,7 +1,7 @@
-// The LSTM layer's time loop on CPU as XLA FFI handlers, for charlstm.native_lstm: training's forward
+// The LSTM layer's time loop on CPU as XLA FFI handlers, for charlstm.lstm.cpu_kernel: training's forward
 // and backward passes, and inference's forward pass, which keeps no gates.
 //
-// Same mathematics as charlstm.fused_lstm (gates i, f, g, o; sigmoid(x) = (1 + tanh(x/2)) / 2, so the
+// Same mathematics as charlstm.lstm.cell (gates i, f, g, o; sigmoid(x) = (1 + tanh(x/2)) / 2, so the
 // saved "gates" are the tanh of the scaled pre-activations), in float32, time-major. Each step is one
 // OpenBLAS sgemm plus one vectorised pass over the gates, with no per-step dispatch; a large enough batch
 // is split into blocks of rows, up to one per core, each running its whole time loop on its own thread.
@@ -70,7 +70,7 @@ inline float tanh_approx(float x) {
   return (e - 1.0f) / (e + 1.0f);
 }
 
-// OpenBLAS's functions, handed over by charlstm.native_lstm (CharlstmUseOpenblas) from the
+// OpenBLAS's functions, handed over by charlstm.lstm.cpu_kernel (CharlstmUseOpenblas) from the
 // scipy-openblas32 library it loads privately: loaded globally instead, it would also serve (and set the
 // threading of) other OpenBLAS users in the process, as SciPy's copy exports the same names.
 struct Openblas {
@@ -233,6 +233,10 @@ bool HasShape(ffi::Span<const int64_t> dims, std::initializer_list<int64_t> shap
 ffi::Error CheckShapes(ffi::Span<const int64_t> kernel, ffi::Span<const int64_t> h0, ffi::Span<const int64_t> c0,
                        ffi::Span<const int64_t> x, ffi::Span<const int64_t> ids, size_t id_count, int64_t time,
                        int64_t batch) {
+  if (openblas.sgemm == nullptr)
+    return ffi::Error::Internal(
+        "charlstm LSTM kernel: OpenBLAS was not handed over (CharlstmUseOpenblas): load the kernel through "
+        "charlstm.lstm.cpu_kernel");
   const int64_t units = kernel.size() == 2 ? kernel[0] : 0, width = 4 * units;
   const bool valid = units > 0 && HasShape(kernel, {units, width}) && time > 0 && batch > 0 &&
                      time * batch <= std::numeric_limits<int>::max() && HasShape(h0, {batch, units}) &&
@@ -328,6 +332,8 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
                             ffi::ResultBuffer<ffi::F32> d_table, ffi::ResultBuffer<ffi::F32> d_kernel,
                             ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0) {
   const auto dims = hs.dimensions();
+  if (dims.size() != 3 || kernel.dimensions().size() != 2)
+    return ffi::Error::InvalidArgument("lstm backward: expected hs [time, batch, units] and kernel [units, 4*units]");
   const int64_t time = dims[0], batch = dims[1], units = kernel.dimensions()[0], width = 4 * units;
   const bool gather = ids.element_count() > 0;
   if (auto error = CheckShapes(kernel.dimensions(), h0.dimensions(), c0.dimensions(),
@@ -389,7 +395,7 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
 
 }  // namespace
 
-// Called once by charlstm.native_lstm before any handler runs, with the addresses of scipy-openblas32's
+// Called once by charlstm.lstm.cpu_kernel before any handler runs, with the addresses of scipy-openblas32's
 // scipy_cblas_sgemm, scipy_openblas_get_num_threads and scipy_openblas_set_num_threads.
 extern "C" void CharlstmUseOpenblas(void* sgemm, void* get_num_threads, void* set_num_threads) {
   openblas.sgemm = reinterpret_cast<decltype(openblas.sgemm)>(sgemm);

@@ -15,29 +15,27 @@ model is freshly initialised in the Obama run's shape (128 LSTM units, 45
 characters, seq_length 100): speed does not depend on the weights.
 
 eval: characters per second of each evaluation protocol (charlstm.evaluate:
-window, segments, stream, with configs/default.py's eval settings) and of
+window, segments, stream, with the default eval settings) and of
 dynamic evaluation (charlstm.dynamic_eval, its gradient statistics included), on
 --eval_chars random characters (default 25,000: about the Obama validation split).
 
-train: the real charlstm.train.train_step in --config's shapes (45 characters)
-on random windows: compile seconds, median seconds per step after warm-up,
+train: the real train step (charlstm.train.make_train_step) in --config's shapes
+and train.dtype (45 characters) on random windows: compile seconds, median seconds per step after warm-up,
 characters per second, achieved matmul GFLOP/s and its share of a 2048^3
 float32 matmul's GFLOP/s measured in the same run, minor page faults per step
 and the process's peak resident memory. Side by side, in turns step by step
 (so that the shared machine's drifting speed affects all alike): for an LSTM,
-the same step with the LSTM's other implementations (charlstm.fused_lstm's XLA
-scan, which runs where neither cuDNN nor the compiled CPU kernel does, and
-autodiff through the scan), and with PyTorch importable (the [bench] extra) the
-same step in torch on the same kind of device (nn.LSTM on one-hot input, Linear
-head, Adam), each with its time over ours. In the header, native_lstm says
-whether the compiled CPU kernel (charlstm.native_lstm) built, cudnn_lstm
-whether cuDNN runs float32 LSTM layers here (charlstm.cudnn_lstm), and
-torch_device where PyTorch ran (null: not at all). Scripts tune glibc's malloc
+the same step with each other LSTM implementation that runs here (charlstm.lstm,
+by name: e.g. xla and autodiff beside the CPU kernel), and with PyTorch importable
+(the [bench] extra) the same step in torch on the same kind of device (nn.LSTM on
+one-hot input, Linear head, Adam), each with its time over ours. In the header,
+cpu_kernel says whether the compiled CPU kernel loaded (or why not), cudnn
+whether cuDNN runs float32 LSTM layers here (or why not), and torch_device
+where PyTorch ran (null: not at all). Scripts tune glibc's malloc
 (charlstm.cli.keep_freed_memory); CHARLSTM_MALLOC=default in the environment
 measures without that tuning.
 """
 
-import contextlib
 import functools
 import json
 import os
@@ -54,11 +52,12 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from charlstm import cli, cudnn_lstm, dynamic_eval, evaluate, fused_lstm, native_lstm, runs, sampling
+from charlstm import cli, dynamic_eval, evaluate, lstm, model, runs, sampling, train
 from charlstm.config import PROTOCOLS
 from charlstm.errors import CharLSTMError
-from charlstm import model
-from charlstm.train import create_model, make_optimizer, split_model, train_step
+from charlstm.lstm import cpu_kernel, cudnn
+from charlstm.model import create_model, split_model
+from charlstm.optimizer import make_optimizer
 
 BATCH_SIZES = (1, 64)
 # The Obama run's vocabulary size, for the freshly initialised model.
@@ -205,9 +204,9 @@ def train_step_flops(config, vocab_size: int) -> float:
     return 3 * batch * (length * per_position + head_positions * 2 * m.units * vocab_size)
 
 
-def compiled_train_step(config, vocab_size: int, steps: int) -> tuple[float, Callable[[int], Any]]:
-    """Compile seconds of charlstm.train.train_step in `config`'s shapes, and a function running its
-    step i (of WARMUP_STEPS + steps) on random windows (speed does not depend on the data)."""
+def train_steps(config, vocab_size: int, steps: int) -> Callable[[int], Any]:
+    """A function running step i (of WARMUP_STEPS + steps) of charlstm.train's step in `config`'s shapes
+    and dtype on random windows (speed does not depend on the data)."""
     batch, length = config.train.batch_size, config.data.seq_length
     net = create_model(config, vocab_size)
     graphdef, params = split_model(net)
@@ -215,45 +214,25 @@ def compiled_train_step(config, vocab_size: int, steps: int) -> tuple[float, Cal
     rng = np.random.default_rng(config.seed)
     ids = jnp.asarray(rng.integers(vocab_size, size=CORPUS_CHARS), jnp.int32)
     starts = jnp.asarray(rng.integers(CORPUS_CHARS - length, size=(WARMUP_STEPS + steps, batch)), jnp.int32)
-    key = jax.random.key(config.seed)
-    loop = {"state": (params, tx.init(params), jnp.zeros((), jnp.float32)),
-            "carry": net.initial_state(batch) if config.train.stateful else None}
-    began = time.perf_counter()
-    compiled = train_step.lower(
-        graphdef, *loop["state"], ids, starts[0], 0, key, loop["carry"], tx=tx, seq_length=length,
-        objective=config.train.objective,
-    ).compile()
-    compile_seconds = time.perf_counter() - began
+    step = train.make_train_step(config, graphdef, tx)
+    loop = {"state": train.initial_state(params, tx, net.initial_state(batch))}
 
     def run(i: int) -> jax.Array:
-        *state, loss, final = compiled(*loop["state"], ids, starts[i], i, key, loop["carry"])
-        loop["state"], loop["carry"] = state, final if config.train.stateful else None
+        loop["state"], loss = step(loop["state"], ids, starts[i])
         return loss
 
-    return compile_seconds, run
+    return run
 
 
-def alternative_lstm_steps(config, vocab_size: int, steps: int) -> dict[str, Callable[[int], Any]]:
-    """The same step with the LSTM's other implementations in place of the default (cuDNN on a CUDA GPU,
-    the compiled CPU kernel on a CPU, where they serve): fused_lstm's XLA scan with the hand-written
-    backward pass, and autodiff through lax.scan of the cell."""
-    def never(*arguments) -> bool:
-        return False
-
-    alternatives = {
-        "xla_scan": [(cudnn_lstm, "available", never), (fused_lstm, "_use_native", never)],
-        "autodiff": [(cudnn_lstm, "available", never), (model, "lstm_scan", model.lstm_scan_autodiff)],
-    }
-    alternative_runs = {}
-    for name, replacements in alternatives.items():
-        with contextlib.ExitStack() as restore:
-            restore.callback(jax.clear_caches)  # Runs last: the default traces again afterwards.
-            for module, attribute, replacement in replacements:
-                restore.callback(setattr, module, attribute, getattr(module, attribute))
-                setattr(module, attribute, replacement)
-            jax.clear_caches()  # Trace train_step again, with the replacements.
-            alternative_runs[name] = compiled_train_step(config, vocab_size, steps)[1]
-    return alternative_runs
+def lstm_alternatives(config) -> dict[str, Any]:
+    """`config` with each other LSTM implementation that runs here in train.dtype (charlstm.lstm), by name."""
+    chosen = lstm.select(config.model.lstm_impl, jnp.dtype(config.train.dtype))
+    alternatives = {}
+    for name, implementation in lstm.IMPLEMENTATIONS.items():
+        if name != chosen and implementation.unavailable(jnp.dtype(config.train.dtype)) is None:
+            alternatives[name] = config.copy_and_resolve_references()
+            alternatives[name].model.lstm_impl = name
+    return alternatives
 
 
 def torch_device() -> str | None:
@@ -326,10 +305,12 @@ def train_section() -> dict:
     config.train.batch_size = _BATCH_SIZE.value or config.train.batch_size
     count = _TRAIN_STEPS.value
     peak = matmul_peak_gflops()
-    compile_seconds, default = compiled_train_step(config, OBAMA_VOCAB, count)
-    steps = {"default": default}
-    if config.model.cell == "lstm":
-        steps.update(alternative_lstm_steps(config, OBAMA_VOCAB, count))
+    steps = {"default": train_steps(config, OBAMA_VOCAB, count)}
+    began = time.perf_counter()
+    jax.block_until_ready(steps["default"](0))  # Compiles.
+    first_step_seconds = time.perf_counter() - began
+    alternatives = lstm_alternatives(config) if config.model.cell == "lstm" else {}
+    steps.update({name: train_steps(other, OBAMA_VOCAB, count) for name, other in alternatives.items()})
     torch_step = torch_train_step(config, OBAMA_VOCAB)
     if torch_step is not None:
         steps["torch"] = torch_step
@@ -339,7 +320,10 @@ def train_section() -> dict:
     gflops = train_step_flops(config, OBAMA_VOCAB) / seconds / 1e9
     results = {
         "train_batch_size": config.train.batch_size,
-        "train_compile_seconds": compile_seconds,
+        "train_dtype": config.train.dtype,
+        "train_lstm_impl": lstm.select(config.model.lstm_impl, jnp.dtype(config.train.dtype))
+        if config.model.cell == "lstm" else None,
+        "train_compile_seconds": first_step_seconds - seconds,
         "train_step_seconds": seconds,
         "chars_per_second": config.train.batch_size * targets / seconds,
         "gflops_per_second": gflops,
@@ -347,10 +331,9 @@ def train_section() -> dict:
         "share_of_peak": gflops / peak,
         "train_page_faults_per_step": measured["default"]["page_faults"],
     }
-    for name in ("xla_scan", "autodiff"):
-        if name in measured:
-            other = measured[name]["seconds"]
-            results.update({f"train_step_seconds_{name}_lstm": other, f"{name}_over_default": other / seconds})
+    for name in alternatives:
+        other = measured[name]["seconds"]
+        results.update({f"train_step_seconds_{name}_lstm": other, f"{name}_over_default": other / seconds})
     if "torch" in measured:
         torch_seconds = measured["torch"]["seconds"]
         results.update(torch_train_step_seconds=torch_seconds, torch_over_jax=torch_seconds / seconds)
@@ -381,8 +364,9 @@ def main(argv: list[str]) -> None:
         results.update(SECTIONS[section]())
     setup = {"device": str(jax.devices()[0]), "jax": jax.__version__, "length": _LENGTH.value,
              "lab_length": _LAB_LENGTH.value, "repeats": _REPEATS.value,
-             "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned"), "native_lstm": native_lstm.available(),
-             "cudnn_lstm": cudnn_lstm.available(), "torch_device": torch_device()}
+             "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned"),
+             "cpu_kernel": cpu_kernel.load_failure() or "loaded",
+             "cudnn": cudnn.unavailable(jnp.dtype("float32")) or "available", "torch_device": torch_device()}
     if _JSON.value:
         print(json.dumps({**setup, **results}))
     else:

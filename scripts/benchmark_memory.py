@@ -13,7 +13,7 @@ characters (eval.max_chars: evaluation time grows with it, its memory does not),
 the epoch's samples with their novelty figures (which search the decoded
 training text) and a checkpoint. Prints the seconds of each phase and the process's peak
 resident memory (ru_maxrss) after it. The target for 200 MB with
-configs/default.py's model: under 2 GiB.
+the default config's model: under 2 GiB.
 """
 
 import resource
@@ -71,14 +71,15 @@ def measure(config, folder: Path) -> dict:
     starts = train.window_starts(corpus, config, 1)[: _STEPS.value]
     phase("model_and_ids")
     checkpoints = Checkpoints(folder)
-    state = train.train_epoch(state, starts, train_ids, graphdef, tx, config, {"signal": None}, checkpoints)
+    step = train.make_train_step(config, graphdef, tx)
+    state = train.train_epoch(state, starts, train_ids, step, config, {"signal": None}, checkpoints)
     phase("train_steps")
     metrics = train.epoch_metrics(state, starts, graphdef, corpus, config)
     phase("evaluate")
-    samples = train.epoch_samples(graphdef, state["params"], corpus, config, 1)
+    samples = train.epoch_samples(graphdef, state.params, corpus, config, 1)
     novelty.epoch_summary([s["text"] for s in samples["samples"]], train.novelty_reference(corpus))
     phase("samples_novelty")
-    checkpoints.save(state["step"], state, {"vocab": corpus.vocab.chars}, metrics["val_loss"])
+    checkpoints.save(state.step, state.to_checkpoint(), {"vocab": corpus.vocab.chars}, metrics["val_loss"])
     checkpoints.wait()
     phase("checkpoint")
     return {"train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids), "vocab": corpus.vocab.size,

@@ -27,7 +27,7 @@ def test_every_section_reports_positive_numbers():
     numbers += report["eval_chars_per_second"].values()
     assert all(n > 0 for n in numbers)
     assert report["train_step_seconds_xla_scan_lstm"] > 0 and report["train_step_seconds_autodiff_lstm"] > 0  # An LSTM.
-    assert report["native_lstm"]  # The compiled CPU kernel built and ran.
+    assert report["cpu_kernel"] == "loaded" and report["train_lstm_impl"] == "cpu_kernel"
 
 
 def test_keras_lab_benchmark_without_tensorflow_says_where_to_run_it():

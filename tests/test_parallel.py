@@ -29,17 +29,20 @@ shardings = train.shardings()
 assert shardings["batch"].spec == PartitionSpec("data") and shardings["replicated"].spec == PartitionSpec()
 assert shardings["batch"].mesh.size == 4
 
-step, checked = train.train_step, []
-def checked_step(graphdef, params, opt_state, loss_sum, ids, starts, *args, **kwargs):
-    out = step(graphdef, params, opt_state, loss_sum, ids, starts, *args, **kwargs)
-    assert starts.sharding == shardings["batch"], starts.sharding
-    assert [len(s.data) for s in starts.addressable_shards] == [len(starts) // 4] * 4
-    for tree in (params, opt_state, ids, out[0], out[1]):
-        for leaf in jax.tree.leaves(tree):
-            assert leaf.sharding.is_equivalent_to(shardings["replicated"], leaf.ndim), leaf.sharding
-    checked.append(1)
-    return out
-train.train_step = checked_step
+make_step, checked = train.make_train_step, []
+def checked_make_step(*args):
+    step = make_step(*args)
+    def checked_step(state, ids, starts):
+        out, loss = step(state, ids, starts)
+        assert starts.sharding == shardings["batch"], starts.sharding
+        assert [len(s.data) for s in starts.addressable_shards] == [len(starts) // 4] * 4
+        for tree in (state.params, state.opt_state, ids, out.params, out.opt_state):
+            for leaf in jax.tree.leaves(tree):
+                assert leaf.sharding.is_equivalent_to(shardings["replicated"], leaf.ndim), leaf.sharding
+        checked.append(1)
+        return out, loss
+    return checked_step
+train.make_train_step = checked_make_step
 metrics = train.train_and_evaluate(config, workdir)
 assert checked
 

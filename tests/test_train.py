@@ -12,7 +12,8 @@ from charlstm.model import CharLSTM
 import pytest
 
 from charlstm import train
-from charlstm.train import split_model, train_and_evaluate, train_step
+from charlstm.model import create_model, split_model
+from charlstm.train import make_train_step, train_and_evaluate
 from tests.conftest import without_timing
 
 RUN_FILES = {
@@ -25,21 +26,18 @@ METRIC_FIELDS = {
 }
 
 
-def test_a_tiny_model_overfits_a_repeated_string():
+def test_a_tiny_model_overfits_a_repeated_string(tiny_config):
     text = "the state of our union is strong. " * 20
     vocab, seq_length = data.Vocab.from_text(text), 16
+    tiny_config.data.seq_length = seq_length
     ids = jnp.asarray(vocab.encode(text))
     graphdef, params = split_model(CharLSTM(vocab.size, 32, 1, rngs=nnx.Rngs(0)))
     tx = optax.adam(1e-2)
-    opt_state = tx.init(params)
+    step, state = make_train_step(tiny_config, graphdef, tx), train.initial_state(params, tx, None)
     rng = np.random.default_rng(0)
     for _ in range(300):
-        starts = jnp.asarray(rng.integers(0, len(text) - seq_length - 1, 16), jnp.int32)
-        params, opt_state, _, loss, _ = train_step(
-            graphdef, params, opt_state, 0.0, ids, starts, 0, jax.random.key(0), None,
-            tx=tx, seq_length=seq_length, objective="all",
-        )
-    assert float(loss) < 0.1
+        state, loss = step(state, ids, jnp.asarray(rng.integers(0, len(text) - seq_length - 1, 16), jnp.int32))
+    assert float(loss) < 0.1 and state.step == 300
 
 
 def test_tiny_run_writes_the_run_folder_and_resumes(tiny_config, tmp_path, capsys):
@@ -125,23 +123,19 @@ def test_a_large_train_val_gap_warns(tiny_config, tmp_path, monkeypatch, capsys)
 
 
 def test_without_stateful_every_window_starts_from_zeros(tiny_config, tmp_path):
-    """One epoch of the loop equals applying train_step to each batch from a zero state."""
+    """One epoch of the loop equals a plain loop of the train step over the epoch's batches from zeros."""
     tiny_config.train.epochs = 1
     train_and_evaluate(tiny_config, tmp_path)
     corpus = data.load_corpus(tiny_config.data)
-    graphdef, params = split_model(train.create_model(tiny_config, corpus.vocab.size))
+    graphdef, params = split_model(create_model(tiny_config, corpus.vocab.size))
     starts = train.window_starts(corpus, tiny_config, 1)
     tx = train.make_optimizer(tiny_config.train, len(starts) * tiny_config.train.epochs)
-    opt_state, ids = tx.init(params), jnp.asarray(corpus.train_ids)
-    key = jax.random.fold_in(jax.random.key(tiny_config.seed), train.DROPOUT_STREAM)
-    for step, batch in enumerate(starts):
-        params, opt_state, _, _, _ = train_step(
-            graphdef, params, opt_state, 0.0, ids, batch, step, key, None,
-            tx=tx, seq_length=tiny_config.data.seq_length, objective=tiny_config.train.objective,
-        )
+    step, state, ids = make_train_step(tiny_config, graphdef, tx), train.initial_state(params, tx, None), corpus.train_ids
+    for batch in starts:
+        state, _ = step(state, jnp.asarray(ids), batch)
     checkpoints = Checkpoints(tmp_path, read_only=True)
-    saved = checkpoints.restore_params(checkpoints.latest_step(), like=params)
-    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(params)):
+    saved = checkpoints.restore_params(checkpoints.latest_step(), like=state.params)
+    for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(state.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -151,7 +145,7 @@ def test_bfloat16_mixed_precision_trains_without_nan(tiny_config, tmp_path):
     assert all(np.isfinite([m["train_loss"], m["val_loss"]]).all() for m in metrics)
     assert metrics[1]["val_loss"] < metrics[0]["val_loss"]
     saved = Checkpoints(tmp_path, read_only=True)
-    like = split_model(train.create_model(tiny_config, data.load_corpus(tiny_config.data).vocab.size))[1]
+    like = split_model(create_model(tiny_config, data.load_corpus(tiny_config.data).vocab.size))[1]
     params = saved.restore_params(saved.latest_step(), like=like)
     assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype("float32")}
 
@@ -208,7 +202,7 @@ def test_training_never_reads_the_test_split(tiny_config, tmp_path):
         tiny_config.data.path = str(tmp_path / f"{name}.txt")
         metrics = train_and_evaluate(tiny_config, tmp_path / name)
         checkpoints = Checkpoints(tmp_path / name, read_only=True)
-        like = split_model(train.create_model(tiny_config, 44))[1]
+        like = split_model(create_model(tiny_config, 44))[1]
         params = checkpoints.restore_params(checkpoints.latest_step(), like=like)
         final = json.loads((tmp_path / name / "final_metrics.json").read_text())
         runs.append((without_timing(metrics), params, final))

@@ -1,0 +1,71 @@
+"""Every config field at its default, with its meaning and unit; every config starts from this one.
+
+Inside the package, so that a run folder loads (over these defaults) from any install.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # Seeds parameter init, data order per epoch and sampling.
+
+    config.data = ml_collections.ConfigDict()
+    config.data.corpus = "obama"  # Built-in corpus, used when data.path is empty: 'obama' or 'sotu'.
+    config.data.first_year = 0  # 'sotu' only: first year of addresses to include; 0 = from 1790.
+    config.data.last_year = 0  # 'sotu' only: last year of addresses to include; 0 = to the latest.
+    config.data.path = ""  # Your own UTF-8 text file; overrides data.corpus.
+    config.data.dir = "data"  # Where built-in corpora are written on first use.
+    config.data.keep_chars = "\nA-Za-z0-9 ,.:;?!-"  # Regex class of kept chars (the lab's); "" keeps all.
+    config.data.lowercase = True  # Lowercase after filtering, as the lab did.
+    config.data.max_chars = 0  # Use only the first N cleaned characters; 0 = all.
+    config.data.val_fraction = 0.1  # Contiguous part of the corpus after training, held out for validation.
+    config.data.test_fraction = 0.0  # Contiguous tail after validation, scored only at the end; 0 = none.
+    config.data.seq_length = 100  # Characters of context per training window and per prediction.
+
+    config.model = ml_collections.ConfigDict()
+    config.model.units = 128  # LSTM hidden units per layer.
+    config.model.num_layers = 1  # Stacked recurrent layers.
+    config.model.cell = "lstm"  # Recurrent cell: 'lstm', 'gru' or 'rnn'.
+    config.model.embed_dim = 0  # Learned character embedding size; 0 = one-hot input.
+    # LSTM implementation (charlstm.lstm): 'auto' = the fastest that runs here, or 'cudnn', 'cpu_kernel',
+    # 'xla', 'autodiff'; all give the same numbers to float rounding.
+    config.model.lstm_impl = "auto"
+    config.model.dropout = 0.0  # Variational dropout on each layer's output (before the head); training only.
+    config.model.weight_dropout = 0.0  # DropConnect on recurrent kernels, one mask per batch; training only.
+
+    config.train = ml_collections.ConfigDict()
+    config.train.objective = "all"  # 'all': loss at every position; 'last': the lab's one target per window.
+    config.train.batch_size = 64  # Windows per step over all devices; a multiple of the device count.
+    config.train.epochs = 30  # Passes over the training characters ('last': over all stride-1 windows).
+    config.train.learning_rate = 1e-2  # Adam's peak step size.
+    config.train.schedule = "constant"  # "constant", or "cosine": decay to 0 over the run's steps.
+    config.train.warmup_steps = 0  # Steps of linear warm-up from 0 to learning_rate.
+    config.train.clip_norm = 0.0  # Clip gradients to this global norm; 0 = no clipping.
+    config.train.weight_decay = 0.0  # Decoupled weight decay (AdamW) per step, times learning rate.
+    config.train.average_decay = 0.0  # Evaluate and keep a moving average of the weights with this decay; 0 = off.
+    config.train.stateful = False  # Carry the LSTM state across consecutive windows (truncated BPTT).
+    config.train.patience = 0  # Stop after this many epochs without a better val_loss; 0 = never.
+    config.train.overfit_margin = 0.15  # Warn when val_loss exceeds train_loss by more (nats).
+    config.train.dtype = "float32"  # Compute dtype: 'bfloat16' for GPU/TPU mixed precision (params stay float32).
+    config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.protocol = "segments"  # Per-epoch val_loss: 'segments' (cheap), 'stream' or 'window' (exact, slow).
+    config.eval.segment_length = 400  # 'segments': scored characters per segment.
+    config.eval.burn_in = 100  # 'segments': characters each segment's state is warmed up on, unscored.
+    config.eval.final_protocols = ("window", "stream")  # Scored on the best checkpoint when training ends.
+    config.eval.batch_size = 256  # Windows or segments per evaluation batch; memory only, not the result.
+    config.eval.max_chars = 0  # Score only the first N validation (and test) characters; 0 = all.
+
+    config.sample = ml_collections.ConfigDict()
+    config.sample.temperatures = (0.5, 1.2)  # One sample per temperature each epoch; 0 = greedy.
+    config.sample.length = 100  # Characters generated per sample.
+    config.sample.top_k = 0  # Sample only among the k most likely characters; 0 = all.
+    config.sample.top_p = 1.0  # Sample only within the smallest set reaching this probability.
+    config.sample.stop = ""  # Cut each sample after the first occurrence of this string; "" = never.
+    config.sample.oov = "error"  # Prompt chars the cleaning keeps but the vocab lacks: 'error' or 'skip'.
+
+    config.log = ml_collections.ConfigDict()
+    config.log.tensorboard = False  # Also write scalars and samples to <workdir>/tensorboard/.
+    return config

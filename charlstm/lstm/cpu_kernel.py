@@ -1,0 +1,122 @@
+"""The LSTM time loop as a compiled CPU kernel (csrc/lstm_cpu.cc), called from jit through XLA's FFI.
+
+`pip install` compiles the kernel (setup.py); here OpenBLAS from the scipy-openblas32 package is
+loaded and handed to it, and its three handlers are registered with XLA once. Each time step is one
+OpenBLAS matmul and one vectorised loop with no per-step dispatch; the kernel splits a batch's rows
+over up to one thread per core (OPENBLAS_NUM_THREADS caps how many), each running its rows' whole
+time loop with single-threaded OpenBLAS; small batches and one-step calls (sampling) stay on one
+thread. With character ids it gathers the table's rows itself and sums their gradient by id, so
+x_proj and its gradient are never written out whole. One CPU device, float32 only; the environment
+variable CHARLSTM_CPU_KERNEL=off makes it unavailable, as on a machine where it did not build.
+"""
+
+import ctypes
+import functools
+import importlib.util
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from charlstm.lstm.cell import Carry, projection_inputs, with_saved_gates
+
+FORWARD, BACKWARD, INFERENCE = "charlstm_lstm_forward", "charlstm_lstm_backward", "charlstm_lstm_inference"
+DISABLE_ENV = "CHARLSTM_CPU_KERNEL"  # 'off': behave as if the kernel had not been built.
+
+
+def _openblas_path() -> str:
+    """scipy-openblas32's library file, found without importing the package: its import loads the library
+    into the process's global symbol scope, where other OpenBLAS users (SciPy's copy exports the same
+    names) could bind to it and get the kernel's single-threaded setting."""
+    spec = importlib.util.find_spec("scipy_openblas32")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the scipy-openblas32 package is not installed")
+    libraries = sorted(Path(next(iter(spec.submodule_search_locations)), "lib").glob("libscipy_openblas*"))
+    if not libraries:
+        raise OSError("scipy-openblas32 has no libscipy_openblas library")
+    return str(libraries[0])
+
+
+@functools.cache
+def load_failure() -> str | None:
+    """Loads the kernel and registers its handlers with XLA's CPU backend, once; why it could not, or None."""
+    if os.environ.get(DISABLE_ENV) == "off":
+        return f"{DISABLE_ENV}=off is set"
+    spec = importlib.util.find_spec("charlstm._lstm_cpu")
+    if spec is None or spec.origin is None:
+        return "it was not built (no C++ compiler at install time): reinstall with `pip install -e .` to build it"
+    try:
+        openblas = ctypes.CDLL(_openblas_path())
+        library = ctypes.CDLL(spec.origin)
+        functions = ("scipy_cblas_sgemm", "scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads")
+        library.CharlstmUseOpenblas(*(ctypes.cast(getattr(openblas, name), ctypes.c_void_p) for name in functions))
+    except (ImportError, OSError, AttributeError) as error:
+        return f"it did not load ({error}): reinstall with `pip install -e .` to rebuild it"
+    jax.ffi.register_ffi_target(FORWARD, jax.ffi.pycapsule(library.CharlstmLstmForward), platform="cpu")
+    jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.CharlstmLstmBackward), platform="cpu")
+    jax.ffi.register_ffi_target(INFERENCE, jax.ffi.pycapsule(library.CharlstmLstmInference), platform="cpu")
+    return None
+
+
+def available() -> bool:
+    """Whether the compiled kernel loaded (it may still not serve: see `unavailable`)."""
+    return load_failure() is None
+
+
+def unavailable(dtype) -> str | None:
+    """Why the kernel cannot run an LSTM layer here on arrays of `dtype`, or None when it can."""
+    if jax.default_backend() != "cpu":
+        return f"it runs on a CPU only (the default backend is {jax.default_backend()})"
+    if jax.device_count() != 1:
+        return f"XLA cannot split its work over devices, and there are {jax.device_count()}"
+    if dtype != jnp.float32:
+        return f"it computes in float32 only, not {dtype}"
+    return load_failure()
+
+
+def _float32(*shape: int) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, jnp.float32)
+
+
+def _ids(ids: jax.Array | None) -> jax.Array:
+    """The kernels' ids argument: int32 character ids, or empty when x_proj is given whole."""
+    return jnp.zeros((0,), jnp.int32) if ids is None else ids.astype(jnp.int32)
+
+
+def _call(target: str, results, **options):
+    """The handler as a function of jax arrays; under jax.vmap it runs once per batch element."""
+    return jax.ffi.ffi_call(target, results, vmap_method="sequential", **options)
+
+
+def _saving_forward(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None):
+    """Training's forward pass: hs, cs `[time, batch, units]` and the tanh of every gate."""
+    time, batch = x.shape[:2] if ids is None else ids.shape
+    units = kernel.shape[0]
+    results = (_float32(time, batch, units), _float32(time, batch, units), _float32(time, batch, 4 * units))
+    return _call(FORWARD, results)(kernel, *carry, x, _ids(ids))
+
+
+def _inference(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None):
+    """The final carry and hs `[time, batch, units]`, saving nothing for a backward pass."""
+    time, batch = x.shape[:2] if ids is None else ids.shape
+    results = (_float32(time, batch, kernel.shape[0]), _float32(*carry[1].shape))
+    hs, c = _call(INFERENCE, results)(kernel, *carry, x, _ids(ids))
+    return (hs[-1], c), hs
+
+
+def _backward(kernel, carry, hs, cs, gates, d_hs, d_h, d_c, ids, vocab: int):
+    """dx (x_proj's gradient, written over the gates' buffer, or with ids the table's), d_kernel, dh0, dc0."""
+    d_table = _float32(vocab if ids is not None else 0, kernel.shape[1])
+    results = (_float32(*gates.shape), d_table, _float32(*kernel.shape), _float32(*d_h.shape), _float32(*d_c.shape))
+    call = _call(BACKWARD, results, input_output_aliases={5: 0})
+    dz, d_table, *grads = call(kernel, *carry, hs, cs, gates, d_hs, d_h, d_c, _ids(ids))
+    return dz if ids is None else d_table, *grads
+
+
+scan = with_saved_gates(_saving_forward, _inference, _backward)
+
+
+def lstm_scan(input_kernel: jax.Array, recurrent_kernel: jax.Array, bias: jax.Array, carry: Carry, x: jax.Array):
+    """charlstm.lstm's signature: ids `[time, batch]` or features `[time, batch, in]` -> (hs, (h, c))."""
+    return scan(recurrent_kernel, carry, *projection_inputs(input_kernel, bias, x))
