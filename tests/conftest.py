@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from charlstm import config as config_lib
+from charlstm import data
+from charlstm.ngram import KneserNey
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,6 +27,19 @@ TIMINGS = ("seconds", "val_seconds", "chars_per_second")
 def without_timing(metrics: list[dict]) -> list[dict]:
     """Epoch records without their TIMINGS, to compare runs."""
     return [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics]
+
+
+def vocab_of(text: str) -> data.Vocab:
+    """The vocabulary of `text`: its unique characters, sorted, as load_corpus builds it."""
+    return data.Vocab("".join(sorted(set(text))))
+
+
+def ngram_probabilities(model: KneserNey, context) -> np.ndarray:
+    """`model`'s next-character distribution `[V]` after `context` (at least order - 1 ids), read off
+    its per_char_nll one candidate character at a time."""
+    context = list(context)
+    nll = [model.per_char_nll(np.asarray(context + [v]), len(context))[0] for v in range(model.vocab_size)]
+    return np.exp(-np.asarray(nll))
 
 
 @pytest.fixture(scope="session")

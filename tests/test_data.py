@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from charlstm import CharLSTMError, data
-from tests.conftest import run_script
+from tests.conftest import run_script, vocab_of
 
 LAB_KEEP = "\nA-Za-z0-9 ,.:;?!-"
 
@@ -25,7 +25,7 @@ def test_cleaning_matches_the_labs_regex():
 
 def test_vocab_is_sorted_unique_chars_and_round_trips():
     text = "the state of our union is strong.\n"
-    vocab = data.Vocab.from_text(text)
+    vocab = vocab_of(text)
     assert list(vocab.chars) == sorted(set(text))
     ids = vocab.encode(text)
     assert ids.dtype == np.int32 and vocab.decode(ids) == text
@@ -37,7 +37,7 @@ def test_vocab_is_sorted_unique_chars_and_round_trips():
 
 def test_last_windows_equal_the_labs_inputs_and_outputs():
     text = "abcdefghij klmnop, qrstuv. wxyz!" * 3
-    vocab, seq_length = data.Vocab.from_text(text), 7
+    vocab, seq_length = vocab_of(text), 7
     ids = vocab.encode(text)
     starts = data.epoch_window_starts(len(ids), seq_length, 1, "last", np.random.default_rng(0))
     assert sorted(starts.ravel().tolist()) == list(range(len(text) - seq_length))
@@ -136,7 +136,7 @@ def whole_text_corpus(path, data_config) -> tuple[data.Vocab, np.ndarray]:
     """The corpus as reading the whole file at once gives it: the reference for streaming."""
     text = data.clean_text(data.read_text(path).text, data_config.keep_chars, data_config.lowercase)
     text = text[: data_config.max_chars or None]
-    vocab = data.Vocab.from_text(text)
+    vocab = vocab_of(text)
     return vocab, vocab.encode(text)
 
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from charlstm import CharLSTMError
-from charlstm.data import Vocab, load_corpus
+from charlstm.data import load_corpus
 from charlstm.ngram import KneserNey
-from tests.conftest import run_script
+from tests.conftest import ngram_probabilities, run_script, vocab_of
 
 TEXT = "abracadabra"
-VOCAB = Vocab.from_text(TEXT)  # "abcdr"
+VOCAB = vocab_of(TEXT)  # "abcdr"
 IDS = VOCAB.encode(TEXT)
 
 
@@ -26,9 +26,9 @@ def test_the_distribution_sums_to_one_for_seen_and_unseen_contexts(order):
     vocab_size = 9  # Ids 7 and 8 never occur in training.
     train = random_text_ids(2000, 7)
     model = KneserNey(train, order, vocab_size)
-    contexts = [train[100:120], train[:3], [], [8, 8, 8, 8, 8, 8, 8, 8], [0, 7, 1, 8, 2, 3, 4, 5, 6]]
+    contexts = [train[100:120], [8, 8, 8, 8, 8, 8, 8, 8], [0, 7, 1, 8, 2, 3, 4, 5, 6]]
     for context in contexts:
-        table = model.prob_table(context)
+        table = ngram_probabilities(model, context)
         assert table.shape == (vocab_size,)
         assert math.isclose(table.sum(), 1.0, rel_tol=1e-12)
         assert np.all(table > 0)
@@ -49,17 +49,18 @@ def test_order_2_matches_a_hand_computation_on_abracadabra():
     p_a_after_a = 0 + d2 * 3 / 4 * unigram_a
     p_a_after_r = (2 - d2) / 2 + d2 * 1 / 2 * unigram_a
     assert [level.discount for level in model.levels] == pytest.approx([d1, d2])
-    assert model.prob_table([a])[b] == pytest.approx(p_b_after_a)  # 0.442857...
-    assert model.prob_table([a])[a] == pytest.approx(p_a_after_a)
-    assert model.prob_table([b, r])[a] == pytest.approx(p_a_after_r)  # Only the last char counts.
+    assert ngram_probabilities(model, [a])[b] == pytest.approx(p_b_after_a)  # 0.442857...
+    assert ngram_probabilities(model, [a])[a] == pytest.approx(p_a_after_a)
+    assert ngram_probabilities(model, [b, r])[a] == pytest.approx(p_a_after_r)  # Only the last char counts.
 
 
 @pytest.mark.parametrize("order, seq_length", [(1, 0), (3, 2), (4, 6)])
-def test_per_char_nll_is_minus_log_of_the_prob_table(order, seq_length):
+def test_per_char_nll_scores_each_character_after_its_own_context(order, seq_length):
     train = random_text_ids(500, 6, seed=1)
     ids = random_text_ids(40, 6, seed=2)
     model = KneserNey(train, order, 6)
-    expected = [-math.log(model.prob_table(ids[i - seq_length : i])[ids[i]]) for i in range(seq_length, len(ids))]
+    context = lambda i: ids[i - seq_length : i]
+    expected = [-math.log(ngram_probabilities(model, context(i))[ids[i]]) for i in range(seq_length, len(ids))]
     np.testing.assert_allclose(model.per_char_nll(ids, seq_length), expected, rtol=1e-12)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from charlstm import train
 from charlstm.train import split_model, train_and_evaluate, train_step
-from tests.conftest import without_timing
+from tests.conftest import vocab_of, without_timing
 
 RUN_FILES = {
     "config.json", "vocab.json", "metrics.jsonl", "samples.txt", "samples.jsonl", "samples.md", "curves.png",
@@ -27,7 +27,7 @@ METRIC_FIELDS = {
 
 def test_a_tiny_model_overfits_a_repeated_string():
     text = "the state of our union is strong. " * 20
-    vocab, seq_length = data.Vocab.from_text(text), 16
+    vocab, seq_length = vocab_of(text), 16
     ids = jnp.asarray(vocab.encode(text))
     graphdef, params = split_model(CharLSTM(vocab.size, 32, 1, rngs=nnx.Rngs(0)))
     tx = optax.adam(1e-2)
