@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from charlstm import config as config_lib
-from charlstm import data
+from charlstm import data, train
 from charlstm.ngram import KneserNey
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,6 +52,17 @@ def tiny_config(data_dir):
     config = config_lib.from_file(REPO / "configs" / "tiny.py")
     config.data.dir = str(data_dir)
     return config
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, data_dir) -> Path:
+    """A run folder of configs/tiny.py trained for one epoch, once per session, for tests that only read it."""
+    config = config_lib.from_file(REPO / "configs" / "tiny.py")
+    config.data.dir = str(data_dir)
+    config.train.epochs = 1
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    train.train_and_evaluate(config, workdir)
+    return workdir
 
 
 def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
