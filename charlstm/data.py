@@ -148,10 +148,6 @@ class Vocab:
 
     chars: str
 
-    @classmethod
-    def from_text(cls, text: str) -> "Vocab":
-        return cls("".join(sorted(set(text))))
-
     @property
     def size(self) -> int:
         return len(self.chars)

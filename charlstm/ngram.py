@@ -117,18 +117,6 @@ class KneserNey:
             prob = np.where(seen, mixed, prob)
         return prob
 
-    def prob_table(self, context_ids) -> np.ndarray:
-        """The next-character distribution `[V]` after `context_ids` (its last N-1 ids are used).
-
-        A context shorter than N-1 uses the orders it allows; the result still sums to 1.
-        """
-        context = np.asarray(context_ids, np.int64)
-        context = context[max(len(context) - self.order + 1, 0) :]
-        windows = np.concatenate(
-            [np.broadcast_to(context, (self.vocab_size, len(context))), np.arange(self.vocab_size)[:, None]], axis=1
-        )
-        return self._prob(windows)
-
     def per_char_nll(self, ids: np.ndarray, seq_length: int) -> np.ndarray:
         """NLL in nats `[len(ids) - seq_length]` of every id at position >= seq_length.
 

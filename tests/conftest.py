@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 from charlstm import config as config_lib
+from charlstm import data, train
+from charlstm.ngram import KneserNey
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +29,19 @@ def without_timing(metrics: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics]
 
 
+def vocab_of(text: str) -> data.Vocab:
+    """The vocabulary of `text`: its unique characters, sorted, as load_corpus builds it."""
+    return data.Vocab("".join(sorted(set(text))))
+
+
+def ngram_probabilities(model: KneserNey, context) -> np.ndarray:
+    """`model`'s next-character distribution `[V]` after `context` (at least order - 1 ids), read off
+    its per_char_nll one candidate character at a time."""
+    context = list(context)
+    nll = [model.per_char_nll(np.asarray(context + [v]), len(context))[0] for v in range(model.vocab_size)]
+    return np.exp(-np.asarray(nll))
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
@@ -36,6 +52,17 @@ def tiny_config(data_dir):
     config = config_lib.from_file(REPO / "configs" / "tiny.py")
     config.data.dir = str(data_dir)
     return config
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, data_dir) -> Path:
+    """A run folder of configs/tiny.py trained for one epoch, once per session, for tests that only read it."""
+    config = config_lib.from_file(REPO / "configs" / "tiny.py")
+    config.data.dir = str(data_dir)
+    config.train.epochs = 1
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    train.train_and_evaluate(config, workdir)
+    return workdir
 
 
 def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -1,3 +1,4 @@
+import ml_collections
 import pytest
 
 from charlstm import CharLSTMError, data
@@ -35,15 +36,59 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("eval.final_protocols", ("window", "exact"), "a tuple of one of 'window'"),
     ("data.test_fraction", 0.9, "in [0, 1 - data.val_fraction) = [0, 0.9)"),
     ("data.test_fraction", -0.1, "in [0, 1 - data.val_fraction)"),
+    ("train.log_every_steps", 0, "an integer >= 1"),
+    ("data.seq_length", 2.5, "an integer >= 1"),
+    ("eval.final_protocols", "window", "a tuple of one of 'window'"),
+    ("sample.temperatures", 0.5, "a non-empty tuple"),
+    ("eval.batch_size", 0, "an integer >= 1"),
+    ("data.first_year", 2000, "0 unless data.corpus='sotu'"),  # tiny.py reads the 'obama' corpus.
+    ("data.last_year", 2000, "0 unless data.corpus='sotu'"),
+    ("data.max_chars", -1, ">= 0 (0 = all)"),
+    ("train.schedule", "linear", "'constant' or 'cosine'"),
+    ("train.warmup_steps", -1, ">= 0"),
+    ("model.cell", "lstmp", "'lstm', 'gru' or 'rnn'"),
+    ("model.dropout", 1.0, "in [0, 1)"),
+    ("model.dropout", -0.1, "in [0, 1)"),
+    ("model.weight_dropout", 1.0, "in [0, 1)"),
+    ("train.average_decay", 1.0, "in [0, 1)"),
+    ("model.embed_dim", -1, ">= 0 (0 = off)"),
+    ("train.clip_norm", -1.0, ">= 0 (0 = off)"),
+    ("train.weight_decay", -0.1, ">= 0 (0 = off)"),
+    ("train.patience", -1, ">= 0 (0 = off)"),
+    ("sample.temperatures", (), "a non-empty tuple"),
+    ("sample.temperatures", (True,), "numbers >= 0"),
+    ("sample.top_k", -1, ">= 0 (0 = off)"),
+    ("sample.oov", "drop", "'error' or 'skip'"),
 ])
 def test_each_invalid_field_is_named_with_its_range(field, value, allowed):
-    config = config_lib.from_file(REPO / "configs" / "tiny.py")
-    section, name = field.split(".")
-    config[section][name] = value
+    assert_refused({field: value}, field, value, allowed)
+
+
+@pytest.mark.parametrize("settings, field, value, allowed", [
+    ({"data.corpus": "sotu", "data.path": "speech.txt", "data.first_year": 2000}, "data.first_year", 2000,
+     "(and no data.path)"),
+    ({"data.corpus": "sotu", "data.first_year": -1}, "data.first_year", -1, ">= 0 (0 = no bound)"),
+    ({"data.corpus": "sotu", "data.last_year": -1}, "data.last_year", -1, ">= 0 (0 = no bound)"),
+    ({"data.corpus": "sotu", "data.first_year": 2000, "data.last_year": 1990}, "data.last_year", 1990,
+     ">= data.first_year=2000 (or 0)"),
+    ({"train.stateful": True, "train.objective": "last"}, "train.stateful", True, "(stateful needs 'all')"),
+])
+def test_fields_invalid_together_are_named_with_what_they_need(settings, field, value, allowed):
+    assert_refused(settings, field, value, allowed)
+
+
+def assert_refused(settings: dict, field: str, value, allowed: str) -> None:
+    """validate() refuses configs/tiny.py with `settings` ({'section.name': value}) in one line naming
+    `field`, its value and what it must be."""
+    fields = config_lib.from_file(REPO / "configs" / "tiny.py").to_dict()
+    for name, setting in settings.items():
+        section, key = name.split(".")
+        fields[section][key] = setting
+    config = ml_collections.ConfigDict(fields)  # Built anew, so a value may have another type (as JSON can).
     with pytest.raises(CharLSTMError) as error:
         config_lib.validate(config)
     message = str(error.value)
-    assert f"{field}={value!r}" in message and allowed in message and "\n" not in message
+    assert f"{field}={value!r}" in message and allowed in message and "\n" not in message, message
 
 
 def test_text_file_config_needs_a_path():

@@ -1,3 +1,4 @@
+import json
 import math
 
 import jax
@@ -5,9 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import evaluate
+from charlstm import evaluate, runs
 from charlstm.model import CharLSTM
 from charlstm.train import split_model
+from tests.conftest import run_script
 
 
 def window_scoring(seq_length: int, batch_size: int) -> evaluate.Scoring:
@@ -98,3 +100,35 @@ def test_max_chars_scores_only_the_first_characters():
     assert len(evaluate.limit(ids, seq_length, 0)) == 50
     limited = evaluate.limit(ids, seq_length, 12)
     np.testing.assert_array_equal(limited, ids[:17])  # Context, then the 12 characters scored.
+
+
+def window_nll_directly(run: runs.Run, ids: np.ndarray) -> np.ndarray:
+    """The run's NLL of each of ids[seq_length:], from exactly the seq_length ids before it, in one model call."""
+    seq_length = run.config.data.seq_length
+    windows = np.lib.stride_tricks.sliding_window_view(ids, seq_length + 1)
+    logits, _ = nnx.merge(run.graphdef, run.params)(windows[:, :-1])
+    return np.asarray(-jax.nn.log_softmax(logits[:, -1])[np.arange(len(windows)), windows[:, -1]])
+
+
+def test_evaluate_script_scores_the_head_of_the_runs_validation_text(trained_run):
+    """Without --text, scripts/evaluate.py scores the run's own validation text at its best checkpoint, only its
+    first eval.max_chars characters after the seq_length of context, with the exact window protocol."""
+    result = run_script("evaluate.py", "--workdir", str(trained_run), "--json", "--config.eval.max_chars=300")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    run = runs.load(trained_run)
+    head = run.corpus().val_ids[: run.config.data.seq_length + 300]
+    expected = float(np.mean(window_nll_directly(run, head)))
+    assert report["chars"] == 300 and report["protocol"] == "window" and report["checkpoint_step"] == run.step
+    assert math.isclose(report["val_loss"], expected, rel_tol=1e-5)  # float32 model, summed in another order.
+    assert math.isclose(report["val_bpc"], expected / math.log(2), rel_tol=1e-5)
+
+
+def test_evaluate_script_reproduces_the_final_score_training_wrote(trained_run):
+    """With the run's own settings it scores all of the validation text, as training's final evaluation did."""
+    result = run_script("evaluate.py", "--workdir", str(trained_run), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    final = json.loads((trained_run / "final_metrics.json").read_text())
+    assert report["checkpoint_step"] == final["step"] and report["chars"] == final["val"]["window"]["chars"]
+    assert math.isclose(report["val_loss"], final["val"]["window"]["loss"], rel_tol=1e-6)

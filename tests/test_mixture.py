@@ -7,6 +7,7 @@ from flax import nnx
 from charlstm import mixture
 from charlstm.model import CharLSTM
 from charlstm.ngram import KneserNey
+from tests.conftest import ngram_probabilities
 
 RNG = np.random.default_rng(0)
 NLL_MODEL, NLL_NGRAM = RNG.exponential(1.5, 500), RNG.exponential(1.5, 500)
@@ -23,12 +24,13 @@ def test_the_mixed_distribution_sums_to_one_and_scores_as_mixed_nll():
     ngram = KneserNey(ids, order, vocab)
     model = CharLSTM(vocab, 8, 1, rngs=nnx.Rngs(0))
     logits, _ = model(ids[None, :60])
-    p_model = np.asarray(jax.nn.softmax(logits[0]), np.float64)  # Row t: the next character after ids[:t+1].
-    p_ngram = np.stack([ngram.prob_table(ids[: t + 1]) for t in range(60)])
+    positions = np.arange(order - 2, 60)  # The next character after ids[:t+1], at least order - 1 of them.
+    p_model = np.asarray(jax.nn.softmax(logits[0, positions]), np.float64)
+    p_ngram = np.stack([ngram_probabilities(ngram, ids[: t + 1]) for t in positions])
     mixed = mixture.mix(p_model, p_ngram, 0.3)
     np.testing.assert_allclose(mixed.sum(-1), 1.0, rtol=1e-6)
-    targets = ids[1:61]
-    rows = np.arange(60)
+    targets = ids[positions + 1]
+    rows = np.arange(len(positions))
     nll = mixture.mixed_nll(-np.log(p_model[rows, targets]), -np.log(p_ngram[rows, targets]), 0.3)
     np.testing.assert_allclose(nll, -np.log(mixed[rows, targets]), rtol=1e-9)
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from charlstm import CharLSTMError
-from charlstm.data import Vocab, load_corpus
+from charlstm.data import load_corpus
 from charlstm.ngram import KneserNey
-from tests.conftest import run_script
+from tests.conftest import ngram_probabilities, run_script, vocab_of
 
 TEXT = "abracadabra"
-VOCAB = Vocab.from_text(TEXT)  # "abcdr"
+VOCAB = vocab_of(TEXT)  # "abcdr"
 IDS = VOCAB.encode(TEXT)
 
 
@@ -26,9 +26,9 @@ def test_the_distribution_sums_to_one_for_seen_and_unseen_contexts(order):
     vocab_size = 9  # Ids 7 and 8 never occur in training.
     train = random_text_ids(2000, 7)
     model = KneserNey(train, order, vocab_size)
-    contexts = [train[100:120], train[:3], [], [8, 8, 8, 8, 8, 8, 8, 8], [0, 7, 1, 8, 2, 3, 4, 5, 6]]
+    contexts = [train[100:120], [8, 8, 8, 8, 8, 8, 8, 8], [0, 7, 1, 8, 2, 3, 4, 5, 6]]
     for context in contexts:
-        table = model.prob_table(context)
+        table = ngram_probabilities(model, context)
         assert table.shape == (vocab_size,)
         assert math.isclose(table.sum(), 1.0, rel_tol=1e-12)
         assert np.all(table > 0)
@@ -49,17 +49,18 @@ def test_order_2_matches_a_hand_computation_on_abracadabra():
     p_a_after_a = 0 + d2 * 3 / 4 * unigram_a
     p_a_after_r = (2 - d2) / 2 + d2 * 1 / 2 * unigram_a
     assert [level.discount for level in model.levels] == pytest.approx([d1, d2])
-    assert model.prob_table([a])[b] == pytest.approx(p_b_after_a)  # 0.442857...
-    assert model.prob_table([a])[a] == pytest.approx(p_a_after_a)
-    assert model.prob_table([b, r])[a] == pytest.approx(p_a_after_r)  # Only the last char counts.
+    assert ngram_probabilities(model, [a])[b] == pytest.approx(p_b_after_a)  # 0.442857...
+    assert ngram_probabilities(model, [a])[a] == pytest.approx(p_a_after_a)
+    assert ngram_probabilities(model, [b, r])[a] == pytest.approx(p_a_after_r)  # Only the last char counts.
 
 
 @pytest.mark.parametrize("order, seq_length", [(1, 0), (3, 2), (4, 6)])
-def test_per_char_nll_is_minus_log_of_the_prob_table(order, seq_length):
+def test_per_char_nll_scores_each_character_after_its_own_context(order, seq_length):
     train = random_text_ids(500, 6, seed=1)
     ids = random_text_ids(40, 6, seed=2)
     model = KneserNey(train, order, 6)
-    expected = [-math.log(model.prob_table(ids[i - seq_length : i])[ids[i]]) for i in range(seq_length, len(ids))]
+    context = lambda i: ids[i - seq_length : i]
+    expected = [-math.log(ngram_probabilities(model, context(i))[ids[i]]) for i in range(seq_length, len(ids))]
     np.testing.assert_allclose(model.per_char_nll(ids, seq_length), expected, rtol=1e-12)
 
 
@@ -78,22 +79,40 @@ def baseline(data_dir, *args):
     return run_script("baseline.py", "--config", "configs/tiny.py", f"--config.data.dir={data_dir}", *args)
 
 
-def test_baseline_script_prints_the_best_order(data_dir):
-    result = baseline(data_dir, "--orders=1,3")
+def kneser_ney_losses(corpus, orders, seq_length: int) -> dict[int, dict[str, float]]:
+    """Each order's mean NLL on each held-out split, from KneserNey itself: what baseline.py must report."""
+    losses = {}
+    for order in orders:
+        model = KneserNey(corpus.train_ids, order, corpus.vocab.size)
+        losses[order] = {split: model.per_char_nll(ids, seq_length).mean() for split, ids in corpus.held_out().items()}
+    return losses
+
+
+def test_baseline_script_prints_the_order_best_on_validation(data_dir, tiny_config):
+    result = baseline(data_dir, "--orders=1,3,5")
     assert result.returncode == 0, result.stderr
-    assert "best on validation: order 3, val_bpc" in result.stdout
+    losses = kneser_ney_losses(load_corpus(tiny_config.data), (1, 3, 5), tiny_config.data.seq_length)
+    best = min(losses, key=lambda order: losses[order]["val"])
+    bpc = losses[best]["val"] / math.log(2)
+    assert result.stdout.strip().splitlines()[-1] == f"best on validation: order {best}, val_bpc {bpc:.4f}"
 
 
-def test_baseline_script_scores_the_test_split_as_the_model_does(data_dir, tiny_config):
+def test_baseline_script_reports_kneser_neys_numbers_as_json(data_dir, tiny_config):
     result = baseline(data_dir, "--orders=2,4", "--config.data.test_fraction=0.1", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     tiny_config.data.test_fraction = 0.1
     corpus = load_corpus(tiny_config.data)
-    expected = KneserNey(corpus.train_ids, 4, corpus.vocab.size).per_char_nll(corpus.test_ids, 20).mean()
-    (order_4,) = [r for r in report["results"] if r["order"] == 4]
-    assert report["test_chars"] == 2000 and math.isclose(order_4["test_loss"], expected, rel_tol=1e-12)
-    assert report["best"]["order"] == min(report["results"], key=lambda r: r["val_loss"])["order"]
+    losses = kneser_ney_losses(corpus, (2, 4), tiny_config.data.seq_length)
+    sizes = (len(corpus.train_ids), len(corpus.val_ids), len(corpus.test_ids), corpus.vocab.size)
+    assert (report["train_chars"], report["val_chars"], report["test_chars"], report["vocab_size"]) == sizes
+    assert [r["order"] for r in report["results"]] == [2, 4]
+    for r in report["results"]:
+        for split, loss in losses[r["order"]].items():
+            assert math.isclose(r[f"{split}_loss"], loss, rel_tol=1e-12)  # The same float64 sums.
+            assert math.isclose(r[f"{split}_bpc"], loss / math.log(2), rel_tol=1e-12)
+    best = min(report["results"], key=lambda r: r["val_loss"])
+    assert report["best"] == {"order": best["order"], "val_bpc": best["val_bpc"], "test_bpc": best["test_bpc"]}
 
 
 def test_baseline_script_rejects_order_zero_in_one_line(data_dir):

@@ -1,7 +1,6 @@
 """Reproducibility and fault tolerance of training: same numbers, exact resume, clean stops."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -104,17 +104,51 @@ def test_stepping_the_state_gives_the_probabilities_of_rerunning_the_window(mode
     )
 
 
-@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.5, 3)])
-def test_draws_follow_the_tempered_and_filtered_probabilities(model, temperature, top_k):
-    prompt, rows = jnp.asarray([3, 1, 4]), 20_000
-    logits, _ = model(prompt[None])
-    expected = np.asarray(jax.nn.softmax(sampling.filter_logits(logits[:, -1] / temperature, top_k, 1.0))[0])
-    graphdef, params = split_model(model)
+# A next-character distribution far from uniform, its ids not in order of probability.
+SKEWED = np.asarray([0.05, 0.30, 0.02, 0.15, 0.10, 0.25, 0.01, 0.12])
+
+
+def model_with_fixed_next_char_probabilities(probs: np.ndarray) -> CharLSTM:
+    """A model whose logits are log(probs) after any text: the head ignores the LSTM (zero kernel)."""
+    model = CharLSTM(len(probs), 4, 1, rngs=nnx.Rngs(0))
+    model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
+    model.head.bias[...] = jnp.log(jnp.asarray(probs, jnp.float32))
+    return model
+
+
+def tempered_and_filtered(probs: np.ndarray, temperature: float, top_k: int, top_p: float) -> np.ndarray:
+    """What the sampler should draw from, by definition: probs^(1/T) renormalised, then the k most
+    likely (0 = all), then the smallest most likely set whose renormalised mass reaches top_p."""
+    tempered = probs ** (1 / temperature)
+    order = np.argsort(-tempered)[: top_k or len(probs)]
+    kept_mass = tempered[order] / tempered[order].sum()
+    order = order[: np.searchsorted(np.cumsum(kept_mass), top_p) + 1]
+    expected = np.zeros(len(probs))
+    expected[order] = tempered[order] / tempered[order].sum()
+    return expected
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [
+    (0.5, 0, 1.0), (1.0, 0, 1.0), (2.0, 0, 1.0),  # Temperature alone.
+    (1.0, 3, 1.0),  # Top-k alone.
+    (1.0, 0, 0.75),  # Top-p alone: 0.70 of the mass lies before the fourth most likely id, which is kept.
+    (0.5, 0, 0.9), (2.0, 5, 0.8),  # Top-p on the tempered distribution, after top-k.
+])
+def test_draws_follow_the_tempered_and_filtered_probabilities(temperature, top_k, top_p):
+    expected = tempered_and_filtered(SKEWED, temperature, top_k, top_p)
+    graphdef, params = split_model(model_with_fixed_next_char_probabilities(SKEWED))
+    rows, length = 2_000, 50  # Every step draws from the same distribution with its own uniform: iid draws.
     keys = jax.random.split(jax.random.key(0), rows)
-    first = sampling.generate_ids(graphdef, params, prompt, jnp.full(rows, temperature), keys, 1, top_k)[:, 0]
-    observed = np.bincount(np.asarray(first), minlength=VOCAB) / rows
-    np.testing.assert_allclose(observed, expected, atol=0.015)
-    assert np.all(observed[expected == 0] == 0)
+    ids = sampling.generate_ids(
+        graphdef, params, jnp.asarray([0]), jnp.full(rows, temperature), keys, length, top_k, top_p
+    )
+    draws = rows * length
+    observed = np.bincount(np.asarray(ids).ravel(), minlength=len(SKEWED)) / draws
+    # Each id's count is binomial(draws, p): allow 5 standard deviations, sqrt(p (1 - p) / draws), at most
+    # 0.008 here; a correct sampler fails this with probability about 6e-7 per id. Where p = 0 the bound
+    # is 0: a filtered-out id must never be drawn.
+    bound = 5 * np.sqrt(expected * (1 - expected) / draws)
+    assert np.all(np.abs(observed - expected) <= bound), (observed.round(4), expected.round(4))
 
 
 def test_a_tiny_top_p_is_greedy(model):

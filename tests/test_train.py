@@ -14,7 +14,7 @@ import pytest
 from charlstm import train
 from charlstm.model import create_model, split_model
 from charlstm.train import make_train_step, train_and_evaluate
-from tests.conftest import without_timing
+from tests.conftest import vocab_of, without_timing
 
 RUN_FILES = {
     "config.json", "vocab.json", "metrics.jsonl", "samples.txt", "samples.jsonl", "samples.md", "curves.png",
@@ -28,7 +28,7 @@ METRIC_FIELDS = {
 
 def test_a_tiny_model_overfits_a_repeated_string(tiny_config):
     text = "the state of our union is strong. " * 20
-    vocab, seq_length = data.Vocab.from_text(text), 16
+    vocab, seq_length = vocab_of(text), 16
     tiny_config.data.seq_length = seq_length
     ids = jnp.asarray(vocab.encode(text))
     graphdef, params = split_model(CharLSTM(vocab.size, 32, 1, rngs=nnx.Rngs(0)))
