@@ -33,16 +33,24 @@ cpu_kernel says whether the compiled CPU kernel loaded (or why not), cudnn
 whether cuDNN runs float32 LSTM layers here (or why not), and torch_device
 where PyTorch ran (null: not at all). Scripts tune glibc's malloc
 (charlstm.cli.keep_freed_memory); CHARLSTM_MALLOC=default in the environment
-measures without that tuning.
+measures without that tuning. With --keras_python (a Python with TensorFlow), the
+Keras lab's model trained the lab's way (scripts/benchmark_keras_lab.py, in a child
+process) in KERAS_ROUNDS rounds, each right after a round of our step: both per round and
+the Keras lab's time over ours per round, e.g.
+
+    python scripts/benchmark.py --section train --config configs/obama_lab.py --keras_python /tmp/keras-lab/bin/python
 """
 
 import functools
 import json
 import os
 import resource
+import shutil
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -64,6 +72,8 @@ BATCH_SIZES = (1, 64)
 OBAMA_VOCAB = 45
 # Train section: steps run before timing, and the random corpus that windows are cut from.
 WARMUP_STEPS, CORPUS_CHARS = 3, 1_000_000
+# Train section with --keras_python: rounds of our step, each followed by the Keras lab's.
+KERAS_ROUNDS = 3
 
 _SECTIONS = flags.DEFINE_multi_enum(
     "section", ["train", "eval", "generate"], ["train", "eval", "generate"], "Sections to run (default: all)."
@@ -83,6 +93,9 @@ _EVAL_CHARS = flags.DEFINE_integer(
     "eval_chars", 25_000, "Eval section: characters scored (default: about the Obama validation split).", lower_bound=1
 )
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "Train section: timed steps; the median counts.", lower_bound=1)
+_KERAS_PYTHON = flags.DEFINE_string(
+    "keras_python", "", "Train section: a Python with TensorFlow, to time the Keras lab's step in turns with ours."
+)
 
 
 def call_seconds(run: Callable[[], Any], repeats: int) -> list[float]:
@@ -298,11 +311,43 @@ def interleaved_steps(steps: dict[str, Callable[[int], Any]], count: int) -> dic
     return {name: {"seconds": statistics.median(times[name]), "page_faults": faults[name] / count} for name in steps}
 
 
+def keras_lab_command(config) -> list[str]:
+    """The command timing the Keras lab's model in `config`'s shapes with --keras_python; a user error
+    when that is no executable or `config` is not the lab's kind of model (configs/obama_lab.py is)."""
+    python, m = _KERAS_PYTHON.value, config.model
+    if shutil.which(python) is None:
+        raise CharLSTMError(f"--keras_python={python} is not an executable: give a Python that has TensorFlow")
+    if (m.cell, m.num_layers, m.embed_dim, config.train.objective) != ("lstm", 1, 0, "last"):
+        raise CharLSTMError("--keras_python times the lab's one-hot one-layer LSTM with one target per window: "
+                            "use --config configs/obama_lab.py")
+    return [python, str(Path(__file__).with_name("benchmark_keras_lab.py")), "--json",
+            f"--batch_size={config.train.batch_size}", f"--seq_length={config.data.seq_length}",
+            f"--units={m.units}", f"--train_steps={_TRAIN_STEPS.value}", f"--warmup_steps={WARMUP_STEPS}"]
+
+
+def keras_lab_in_turns(ours: Callable[[int], Any], command: list[str]) -> dict:
+    """KERAS_ROUNDS rounds of our step's median seconds (interleaved_steps), each followed by the Keras lab's
+    (`command`'s report): both per round, the lab's over ours per round and the median of those ratios."""
+    ours_seconds, keras_seconds = {}, {}
+    for i in range(1, KERAS_ROUNDS + 1):
+        ours_seconds[f"round_{i}"] = interleaved_steps({"default": ours}, _TRAIN_STEPS.value)["default"]["seconds"]
+        child = subprocess.run(command, capture_output=True, text=True, check=False)
+        if child.returncode != 0:
+            raise CharLSTMError(f"{' '.join(command[:2])} failed: {(child.stderr.strip().splitlines() or ['?'])[-1]}")
+        report = json.loads(child.stdout.strip().splitlines()[-1])
+        keras_seconds[f"round_{i}"] = report["keras_train_step_seconds"]
+    ratios = {name: keras_seconds[name] / ours_seconds[name] for name in ours_seconds}
+    return {"keras_lab_versions": f"tensorflow {report['tensorflow']}, keras {report['keras']}",
+            "train_step_seconds_beside_keras": ours_seconds, "keras_lab_train_step_seconds": keras_seconds,
+            "keras_lab_over_default": ratios, "keras_lab_over_default_median": statistics.median(ratios.values())}
+
+
 def train_section() -> dict:
     """Speed of training in --config's shapes (--batch_size overrides), side by side with the LSTM's
     other implementations and PyTorch's when installed."""
     config = _CONFIG.value.copy_and_resolve_references()
     config.train.batch_size = _BATCH_SIZE.value or config.train.batch_size
+    keras_command = keras_lab_command(config) if _KERAS_PYTHON.value else None
     count = _TRAIN_STEPS.value
     peak = matmul_peak_gflops()
     steps = {"default": train_steps(config, OBAMA_VOCAB, count)}
@@ -337,6 +382,8 @@ def train_section() -> dict:
     if "torch" in measured:
         torch_seconds = measured["torch"]["seconds"]
         results.update(torch_train_step_seconds=torch_seconds, torch_over_jax=torch_seconds / seconds)
+    if keras_command:
+        results.update(keras_lab_in_turns(default, keras_command))
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
 
@@ -345,7 +392,10 @@ SECTIONS = {"train": train_section, "eval": eval_section, "generate": generate_s
 
 
 def format_number(number: float) -> str:
-    """Large numbers with thousands separators and one decimal, small ones (seconds, ratios) to 4 digits."""
+    """Large numbers with thousands separators and one decimal, small ones (seconds, ratios) to 4 digits;
+    text (e.g. versions) as it is."""
+    if isinstance(number, str):
+        return number
     return f"{number:,.1f}" if abs(number) >= 100 else f"{number:.4g}"
 
 
