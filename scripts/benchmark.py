@@ -383,7 +383,7 @@ def train_section() -> dict:
         torch_seconds = measured["torch"]["seconds"]
         results.update(torch_train_step_seconds=torch_seconds, torch_over_jax=torch_seconds / seconds)
     if keras_command:
-        results.update(keras_lab_in_turns(default, keras_command))
+        results.update(keras_lab_in_turns(steps["default"], keras_command))
     results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return results
 

@@ -253,7 +253,7 @@ def test_kernel_handlers_check_shapes_and_ranks_before_reading():
 @needs_kernel
 def test_kernel_without_openblas_fails_with_a_message_instead_of_crashing():
     """Handlers registered without OpenBLAS handed to them (the loader skipped) give an error."""
-    program = f"""
+    program = """
 import ctypes, importlib.util, jax, jax.numpy as jnp
 library = ctypes.CDLL(importlib.util.find_spec("charlstm._lstm_cpu").origin)
 jax.ffi.register_ffi_target("bare", jax.ffi.pycapsule(library.CharlstmLstmInference), platform="cpu")
