@@ -31,8 +31,9 @@ def test_two_steps_match_the_rule_by_hand():
 
 def test_without_averaging_the_optimizer_and_evaluated_weights_are_unchanged(tiny_config):
     assert averaging.averaged(train.make_optimizer(tiny_config.train, 10).init({"w": jnp.ones(2)})) is None
-    state = {"params": {"w": jnp.ones(2)}, "opt_state": optax.adam(0.1).init({"w": jnp.ones(2)})}
-    assert train.evaluated_params(state) is state["params"]
+    tx = optax.adam(0.1)
+    state = train.initial_state({"w": jnp.ones(2)}, tx, None)
+    assert train.evaluated_params(state) is state.params
 
 
 def test_training_evaluates_keeps_and_loads_the_average(tiny_config, tmp_path):
