@@ -170,10 +170,12 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_usable(uninte
     checkpoints = Checkpoints(workdir, read_only=True)
     assert len(checkpoints.manager.all_steps()) == 1  # The torn write is not a checkpoint.
     first = checkpoints.latest_step()
+    assert [m["epoch"] for m in numbers(workdir)] == [1, 2]  # Epoch 2's line, written before its checkpoint.
     resumed = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr
     assert f"step {first}" in resumed.stdout
     assert_bitwise_equal(final_params(workdir), final_params(uninterrupted))
+    assert numbers(workdir) == numbers(uninterrupted)  # Epoch 2's line was dropped and written again.
 
 
 def nan_loss(loss, carry):
