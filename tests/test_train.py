@@ -1,17 +1,16 @@
 import json
+import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
-from charlstm import data
+from charlstm import data, parallel, train
 from charlstm.checkpoints import Checkpoints
 from charlstm.model import CharLSTM
-import pytest
-
-from charlstm import train
 from charlstm.train import split_model, train_and_evaluate, train_step
 from tests.conftest import without_timing
 
@@ -98,6 +97,28 @@ def test_stateful_training_with_regularisers_runs_end_to_end(tiny_config, tmp_pa
     assert metrics[1]["val_loss"] < metrics[0]["val_loss"]
     expected_steps = ((18_000 - 1 - 19) // 16 - 1) // 20  # Upper bound of stream steps per epoch.
     assert 0 < metrics[0]["step"] <= expected_steps
+
+
+def test_processes_agree_to_stop_every_few_steps_and_a_signal_to_any_stops_all(monkeypatch):
+    """With several processes, should_stop asks all of them only at multiples of `every` (a collective
+    every process must join), and then stops each one when any of them was signalled."""
+    others, asked = {"signal": None}, []
+
+    def any_process_signal(signal_number):  # This process and one other, as parallel.any_process_signal.
+        asked.append(signal_number)
+        return max(signal_number or 0, others["signal"] or 0) or None
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(parallel, "any_process_signal", any_process_signal)
+    stop = {"signal": None}
+    assert not any(train.should_stop(stop, step, every=4) for step in range(8))
+    assert asked == [None, None]  # At steps 0 and 4 only.
+    others["signal"] = signal.SIGTERM  # The other process is signalled, this one is not.
+    assert [train.should_stop(stop, step, every=4) for step in range(9, 13)] == [False, False, False, True]
+    assert stop["signal"] == signal.SIGTERM
+    others["signal"], stop = None, {"signal": signal.SIGINT}  # This process is signalled at step 13.
+    assert [train.should_stop(stop, step, every=4) for step in range(13, 17)] == [False, False, False, True]
+    assert asked[-1] == signal.SIGINT  # What the other process learns at step 16.
 
 
 def test_epochs_since_best():
