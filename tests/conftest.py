@@ -75,3 +75,8 @@ def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.C
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         timeout=600,
     )
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under `folder` with its bytes, to show that a refused command changed nothing there."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

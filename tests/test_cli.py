@@ -1,10 +1,13 @@
 """scripts/train.py as a user runs it: overrides, and one-line errors with exit code 2."""
 
 import json
+import shutil
 
 import pytest
 
-from tests.conftest import run_script
+from charlstm import data
+from charlstm.train import train_and_evaluate
+from tests.conftest import run_script, snapshot
 
 
 def train(tmp_path, data_dir, *overrides):
@@ -48,6 +51,19 @@ def test_a_corpus_too_short_after_cleaning_is_refused(tmp_path, data_dir):
     short = tmp_path / "short.txt"
     short.write_text("@@@ only a few characters survive cleaning ###\n" * 3)
     assert_one_line_error(train(tmp_path, data_dir, f"--config.data.path={short}"), "seq_length")
+
+
+def test_resuming_on_a_corpus_that_changed_is_refused_and_changes_nothing(tiny_config, tmp_path, data_dir):
+    corpus = tmp_path / "corpus.txt"
+    shutil.copy(data.load_corpus(tiny_config.data).source, corpus)
+    tiny_config.data.path, tiny_config.train.epochs = str(corpus), 1
+    train_and_evaluate(tiny_config, tmp_path / "run")
+    with open(corpus, "a") as f:
+        f.write("one more line.\n")  # Past data.max_chars: only the file's SHA-256 tells.
+    before = snapshot(tmp_path / "run")
+    result = train(tmp_path, data_dir, f"--config.data.path={corpus}", "--config.train.epochs=2")
+    assert_one_line_error(result, f"the corpus {str(corpus)!r} changed since")
+    assert snapshot(tmp_path / "run") == before
 
 
 def test_a_missing_config_file_is_refused(tmp_path):

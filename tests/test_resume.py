@@ -1,10 +1,11 @@
 """Reproducibility and fault tolerance of training: same numbers, exact resume, clean stops."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -36,14 +37,13 @@ def assert_bitwise_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-# Long enough epochs (~250 steps) that a signal lands mid-run.
-SLOW = ("--config.train.batch_size=4", "--config.train.epochs=3", "--config.train.log_every_steps=1")
+EPOCHS = ("--config.train.epochs=3",)
 
 
 def train_args(workdir, data_dir, *extra):
     return [
         sys.executable, str(REPO / "scripts" / "train.py"), "--config", "configs/tiny.py",
-        "--workdir", str(workdir), f"--config.data.dir={data_dir}", *SLOW, *extra,
+        "--workdir", str(workdir), f"--config.data.dir={data_dir}", *EPOCHS, *extra,
     ]
 
 
@@ -55,18 +55,54 @@ def uninterrupted(tmp_path_factory, data_dir):
     return workdir
 
 
-def start_and_signal(workdir, data_dir, signum, after_checkpoints: int) -> subprocess.CompletedProcess:
-    """Starts training and sends `signum` once `after_checkpoints` checkpoints exist."""
-    process = subprocess.Popen(train_args(workdir, data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        steps = list((workdir / "checkpoints").glob("*/commit_success.txt")) if (workdir / "checkpoints").exists() else []
-        if len(steps) >= after_checkpoints:
-            process.send_signal(signum)
-            break
-        time.sleep(0.02)
-    out, err = process.communicate(timeout=300)
-    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+def steps_per_epoch(workdir) -> int:
+    return numbers(workdir)[0]["step"]
+
+
+# Runs scripts/train.py (argv[2:]) with train.should_stop wrapped: at step int(argv[1]) it prints
+# "at step N" and holds training there until a signal arrives (60 s at most), so the test's signal
+# lands at that step boundary however slow the machine.
+SIGNAL_AT_STEP = """
+import runpy, sys, time
+from charlstm import train
+should_stop, target, boundaries = train.should_stop, int(sys.argv[1]), []
+def announcing_should_stop(stop, epoch_step, every):
+    if len(boundaries) == target:
+        print(f"at step {target}", flush=True)
+        deadline = time.monotonic() + 60
+        while stop["signal"] is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+    boundaries.append(epoch_step)
+    return should_stop(stop, epoch_step, every)
+train.should_stop = announcing_should_stop
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+# Longest a signal test waits for the run to announce its step and then to end.
+WAIT_SECONDS = 300
+
+
+def signal_at_step(workdir, data_dir, signum, step: int) -> subprocess.CompletedProcess:
+    """Trains until the run announces `step` on its stdout, sends it `signum` and waits for it to end;
+    kills it after WAIT_SECONDS, so the test cannot hang."""
+    command = [sys.executable, "-c", SIGNAL_AT_STEP, str(step), *train_args(workdir, data_dir)[1:]]
+    with open(workdir.parent / f"{workdir.name}.stderr", "w+") as stderr:  # A file: a full pipe would block it.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO)
+        watchdog = threading.Timer(WAIT_SECONDS, process.kill)
+        watchdog.start()
+        try:
+            out = []
+            for line in process.stdout:
+                out.append(line)
+                if line.strip() == f"at step {step}":
+                    process.send_signal(signum)
+                    break
+            out.append(process.stdout.read())
+            process.wait()
+        finally:
+            watchdog.cancel()
+        stderr.seek(0)
+        return subprocess.CompletedProcess(process.args, process.returncode, "".join(out), stderr.read())
 
 
 def test_two_runs_give_identical_numbers(uninterrupted, tmp_path, data_dir):
@@ -77,23 +113,35 @@ def test_two_runs_give_identical_numbers(uninterrupted, tmp_path, data_dir):
 
 
 def test_sigkill_then_resume_ends_bitwise_equal(uninterrupted, tmp_path, data_dir):
-    workdir = tmp_path / "killed"
-    killed = start_and_signal(workdir, data_dir, signal.SIGKILL, after_checkpoints=1)
+    workdir, steps = tmp_path / "killed", steps_per_epoch(uninterrupted)
+    killed = signal_at_step(workdir, data_dir, signal.SIGKILL, 2 * steps + steps // 2)
     assert killed.returncode == -signal.SIGKILL
+    # Epoch 2's checkpoint may still be in flight (saves are written in the background), epoch 1's is not:
+    # a save starts only after the one before it is complete.
+    latest = Checkpoints(workdir, read_only=True).latest_step()
+    assert latest in (steps, 2 * steps)
     resumed = subprocess.run(train_args(workdir, data_dir), capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stdout
+    assert f"resuming {workdir} at epoch {latest // steps + 1}, step {latest}" in resumed.stdout
     assert_bitwise_equal(final_params(workdir), final_params(uninterrupted))
     assert numbers(workdir) == numbers(uninterrupted)
 
 
-def test_sigint_saves_mid_epoch_and_resumes_exactly(uninterrupted, tmp_path, data_dir):
-    workdir = tmp_path / "interrupted"
-    stopped = start_and_signal(workdir, data_dir, signal.SIGINT, after_checkpoints=1)
-    assert stopped.returncode == 128 + signal.SIGINT, stopped.stderr
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_saves_mid_epoch_and_resumes_exactly(uninterrupted, tmp_path, data_dir, signum, exit_code):
+    workdir, steps = tmp_path / "interrupted", steps_per_epoch(uninterrupted)
+    stopped = signal_at_step(workdir, data_dir, signum, steps + steps // 2)
+    assert stopped.returncode == exit_code, stopped.stderr
     assert "re-run the same command to resume" in stopped.stderr and "Traceback" not in stopped.stderr
+    saved = re.search(r"saved step (\d+) \(epoch (\d+), (\d+)/(\d+) steps\)", stopped.stderr)
+    assert saved, stopped.stderr
+    step, epoch, epoch_step, epoch_steps = map(int, saved.groups())
+    # Saved where the signal arrived, mid-epoch 2: not at the last epoch boundary (step `steps`).
+    assert (step, epoch, epoch_step, epoch_steps) == (steps + steps // 2, 2, steps // 2, steps)
+    assert Checkpoints(workdir, read_only=True).latest_step() == step
     resumed = subprocess.run(train_args(workdir, data_dir), capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {workdir} at epoch 2, step {step}" in resumed.stdout
     assert_bitwise_equal(final_params(workdir), final_params(uninterrupted))
     assert numbers(workdir) == numbers(uninterrupted)
 
@@ -122,10 +170,12 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_usable(uninte
     checkpoints = Checkpoints(workdir, read_only=True)
     assert len(checkpoints.manager.all_steps()) == 1  # The torn write is not a checkpoint.
     first = checkpoints.latest_step()
+    assert [m["epoch"] for m in numbers(workdir)] == [1, 2]  # Epoch 2's line, written before its checkpoint.
     resumed = subprocess.run(args, capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr
     assert f"step {first}" in resumed.stdout
     assert_bitwise_equal(final_params(workdir), final_params(uninterrupted))
+    assert numbers(workdir) == numbers(uninterrupted)  # Epoch 2's line was dropped and written again.
 
 
 def nan_loss(loss, carry):

@@ -1,18 +1,17 @@
 import json
+import signal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
-from charlstm import data
+from charlstm import data, evaluate, parallel, runs, train
 from charlstm.checkpoints import Checkpoints
-from charlstm.model import CharLSTM
-import pytest
-
-from charlstm import train
-from charlstm.model import create_model, split_model
+from charlstm.errors import TrainingInterrupted
+from charlstm.model import CharLSTM, create_model, split_model
 from charlstm.train import make_train_step, train_and_evaluate
 from tests.conftest import vocab_of, without_timing
 
@@ -96,6 +95,65 @@ def test_stateful_training_with_regularisers_runs_end_to_end(tiny_config, tmp_pa
     assert metrics[1]["val_loss"] < metrics[0]["val_loss"]
     expected_steps = ((18_000 - 1 - 19) // 16 - 1) // 20  # Upper bound of stream steps per epoch.
     assert 0 < metrics[0]["step"] <= expected_steps
+
+
+def stopping_at(epoch_step: int, should_stop=train.should_stop):
+    """`should_stop` (train's), with a stop requested (as SIGINT would) at step `epoch_step` of an epoch."""
+
+    def stop_at(stop: dict, at: int, every: int) -> bool:
+        if at == epoch_step:
+            stop["signal"] = signal.SIGINT
+        return should_stop(stop, at, every)
+
+    return stop_at
+
+
+def test_stateful_training_starts_each_window_from_the_previous_ones_final_state(tiny_config, tmp_path, monkeypatch):
+    """The carry saved after step k + 1 is the model's final state on window k + 1 (params of step k)
+    started from the carry saved after step k: each step starts where the previous one ended."""
+    tiny_config.train.stateful = True
+    tiny_config.train.epochs = 1
+    k = 10
+    for at in (k, k + 1):  # Stop at step k, then resume and stop one step later.
+        monkeypatch.setattr(train, "should_stop", stopping_at(at))
+        with pytest.raises(TrainingInterrupted, match=f"saved step {at} "):
+            train_and_evaluate(tiny_config, tmp_path)
+    run = runs.load(tmp_path, str(k))
+    corpus = data.load_corpus(tiny_config.data)
+    starts = train.window_starts(corpus, tiny_config, epoch=1)[k]
+    window = data.gather_windows(jnp.asarray(corpus.train_ids), jnp.asarray(starts), tiny_config.data.seq_length + 1)
+    _, from_zeros = evaluate.sequence_nll(run.graphdef, run.params, window[:, :-1], window[:, 1:], None)
+    checkpoints = Checkpoints(tmp_path, read_only=True)
+    carry = checkpoints.restore_part(k, "carry", runs.abstract(from_zeros))
+    _, expected = evaluate.sequence_nll(run.graphdef, run.params, window[:, :-1], window[:, 1:], carry)
+    saved = checkpoints.restore_part(k + 1, "carry", runs.abstract(from_zeros))
+    # The same cells in another compiled program (training's has a backward pass): rounding may differ a little.
+    for got, want, fresh in zip(jax.tree.leaves(saved), jax.tree.leaves(expected), jax.tree.leaves(from_zeros)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # Starting from zeros ends elsewhere (by 5e-3 and more here), far outside that tolerance.
+        assert np.abs(np.asarray(got) - np.asarray(fresh)).max() > 1e-3
+
+
+def test_processes_agree_to_stop_every_few_steps_and_a_signal_to_any_stops_all(monkeypatch):
+    """With several processes, should_stop asks all of them only at multiples of `every` (a collective
+    every process must join), and then stops each one when any of them was signalled."""
+    others, asked = {"signal": None}, []
+
+    def any_process_signal(signal_number):  # This process and one other, as parallel.any_process_signal.
+        asked.append(signal_number)
+        return max(signal_number or 0, others["signal"] or 0) or None
+
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(parallel, "any_process_signal", any_process_signal)
+    stop = {"signal": None}
+    assert not any(train.should_stop(stop, step, every=4) for step in range(8))
+    assert asked == [None, None]  # At steps 0 and 4 only.
+    others["signal"] = signal.SIGTERM  # The other process is signalled, this one is not.
+    assert [train.should_stop(stop, step, every=4) for step in range(9, 13)] == [False, False, False, True]
+    assert stop["signal"] == signal.SIGTERM
+    others["signal"], stop = None, {"signal": signal.SIGINT}  # This process is signalled at step 13.
+    assert [train.should_stop(stop, step, every=4) for step in range(13, 17)] == [False, False, False, True]
+    assert asked[-1] == signal.SIGINT  # What the other process learns at step 16.
 
 
 def test_epochs_since_best():
