@@ -3,6 +3,7 @@
 import ast
 import ctypes
 import os
+import resource
 import sys
 import traceback
 from collections.abc import Callable
@@ -47,7 +48,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
         remaining = flags.FLAGS(argv)
         # Files load lazily: a file that failed to load raises its error on the first attribute read.
         if "config" in flags.FLAGS and not hasattr(config := flags.FLAGS["config"].value, "to_dict"):
-            _fail(f"get_config() of the config file returned {type(config).__name__}, not a ConfigDict: return the config")
+            _fail(
+                f"get_config() of the config file returned {type(config).__name__}, not a ConfigDict: return the config"
+            )
         return remaining
     except SyntaxError as e:
         _fail(f"the config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}: fix that line")
@@ -61,7 +64,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
         _fail(_one_line(e))
     except Exception as e:  # noqa: BLE001  (raised by the config file's own code while it loads)
         frame = traceback.extract_tb(e.__traceback__)[-1]
-        _fail(f"the config file failed to load: {frame.filename}, line {frame.lineno}: {type(e).__name__}: {_one_line(e)}")
+        _fail(
+            f"the config file failed to load: {frame.filename}, line {frame.lineno}: {type(e).__name__}: {_one_line(e)}"
+        )
 
 
 def define_config_overrides(base: ml_collections.ConfigDict, help_string: str) -> None:
@@ -118,15 +123,31 @@ def keep_freed_memory() -> None:
         mallopt(parameter, value)
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """Runs `main` under absl, after keep_freed_memory() (before JAX allocates anything);
-    CharLSTMError becomes `error: ...` on stderr and exit code 2."""
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, in MiB (benchmarks report it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB.
+
+
+def run(main: Callable[[], None], arguments_hint: str) -> None:
+    """Runs a script that takes flags only: positional arguments are an error that says `arguments_hint`."""
+
+    def flags_only(arguments: list[str]) -> None:
+        if arguments:
+            raise CharLSTMError(f"unexpected arguments {arguments}: {arguments_hint}")
+        main()
+
+    run_with_arguments(flags_only)
+
+
+def run_with_arguments(main: Callable[[list[str]], None]) -> None:
+    """Runs a script's `main(positional arguments)` under absl, after keep_freed_memory() (before JAX
+    allocates anything). CharLSTMError becomes `error: ...` on stderr and exit code 2."""
 
     def guarded(argv: list[str]) -> None:
         if not flags.FLAGS["verbosity"].present:
             logging.set_verbosity(logging.WARNING)  # JAX's and Orbax's info lines are noise here.
         try:
-            main(argv)
+            main(argv[1:])
         except CharLSTMError as e:
             _fail(str(e))
         except TrainingDiverged as e:

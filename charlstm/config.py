@@ -27,9 +27,14 @@ _AT_LEAST_ONE = (
 )
 
 
-def _get(config: ml_collections.ConfigDict, field: str):
-    section, name = field.split(".")
-    return config[section][name]
+def get_field(config: ml_collections.ConfigDict, field: str):
+    """The value of a dotted field, e.g. 'model.units'; KeyError naming the first missing part."""
+    node = config
+    for part in field.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise KeyError(part)
+        node = node[part]
+    return node
 
 
 def _fail(field: str, value, allowed: str) -> None:
@@ -39,7 +44,7 @@ def _fail(field: str, value, allowed: str) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises CharLSTMError naming the first field outside its allowed range."""
     for field in _AT_LEAST_ONE:
-        value = _get(config, field)
+        value = get_field(config, field)
         if not isinstance(value, int) or value < 1:
             _fail(field, value, "an integer >= 1")
     if not 0 < config.data.val_fraction < 1:
@@ -50,10 +55,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"in [0, 1 - data.val_fraction) = [0, {1 - config.data.val_fraction:g}), so some text is left to train on",
         )
     for field in ("data.first_year", "data.last_year"):
-        if _get(config, field) and (config.data.corpus != "sotu" or config.data.path):
-            _fail(field, _get(config, field), "0 unless data.corpus='sotu' (and no data.path)")
-        if _get(config, field) < 0:
-            _fail(field, _get(config, field), ">= 0 (0 = no bound)")
+        if get_field(config, field) and (config.data.corpus != "sotu" or config.data.path):
+            _fail(field, get_field(config, field), "0 unless data.corpus='sotu' (and no data.path)")
+        if get_field(config, field) < 0:
+            _fail(field, get_field(config, field), ">= 0 (0 = no bound)")
     if 0 < config.data.last_year < config.data.first_year:
         _fail("data.last_year", config.data.last_year, f">= data.first_year={config.data.first_year} (or 0)")
     protocols = "one of " + ", ".join(map(repr, PROTOCOLS))
@@ -63,8 +68,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(final, (tuple, list)) or not all(p in PROTOCOLS for p in final):
         _fail("eval.final_protocols", final, f"a tuple of {protocols}, e.g. '(\"window\",)'; () = none")
     for field in ("data.max_chars", "eval.max_chars"):
-        if _get(config, field) < 0:
-            _fail(field, _get(config, field), ">= 0 (0 = all)")
+        if get_field(config, field) < 0:
+            _fail(field, get_field(config, field), ">= 0 (0 = all)")
     if not config.train.learning_rate > 0:
         _fail("train.learning_rate", config.train.learning_rate, "> 0")
     if config.train.schedule not in ("constant", "cosine"):
@@ -78,11 +83,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.model.cell != "lstm" and config.model.lstm_impl != "auto":
         _fail("model.lstm_impl", config.model.lstm_impl, f"'auto' with model.cell={config.model.cell!r}")
     for field in ("model.dropout", "model.weight_dropout", "train.average_decay"):
-        if not 0 <= _get(config, field) < 1:
-            _fail(field, _get(config, field), "in [0, 1)")
+        if not 0 <= get_field(config, field) < 1:
+            _fail(field, get_field(config, field), "in [0, 1)")
     for field in ("model.embed_dim", "train.clip_norm", "train.weight_decay", "train.patience"):
-        if _get(config, field) < 0:
-            _fail(field, _get(config, field), ">= 0 (0 = off)")
+        if get_field(config, field) < 0:
+            _fail(field, get_field(config, field), ">= 0 (0 = off)")
     if config.train.stateful and config.train.objective != "all":
         _fail("train.stateful", True, "False with train.objective='last' (stateful needs 'all')")
     if config.train.dtype not in ("float32", "bfloat16"):

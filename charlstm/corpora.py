@@ -38,13 +38,17 @@ def addresses_text(president: str = "", first_year: int = 0, last_year: int = 0)
     rows = meta[meta["is_sotu"]]
     if president:
         rows = rows[rows["president"] == president]
-    rows = rows[(rows["year"] >= (first_year or rows["year"].min())) & (rows["year"] <= (last_year or rows["year"].max()))]
+    rows = rows[
+        (rows["year"] >= (first_year or rows["year"].min())) & (rows["year"] <= (last_year or rows["year"].max()))
+    ]
     if rows.empty:
         raise CharLSTMError(
             f"no State of the Union address in years {first_year or 'first'}..{last_year or 'last'}: "
             f"the sotu package has {meta['year'].min()}..{meta['year'].max()}; widen data.first_year/data.last_year"
         )
-    speeches = [remove_stage_directions(sotu.raw(fid)).strip() for fid in rows.sort_values(["date", "fileid"])["fileid"]]
+    speeches = [
+        remove_stage_directions(sotu.raw(fid)).strip() for fid in rows.sort_values(["date", "fileid"])["fileid"]
+    ]
     return "\n\n".join(speeches) + "\n"
 
 
@@ -71,7 +75,10 @@ def builtin_corpus_path(data: ml_collections.ConfigDict) -> Path:
     if path.exists():
         if path.read_text(encoding="utf-8", errors="replace") == text:
             return path
-        print(f"warning: rebuilt {path}: it was not the text the sotu package gives (cut short or edited)", file=sys.stderr)
+        print(
+            f"warning: rebuilt {path}: it was not the text the sotu package gives (cut short or edited)",
+            file=sys.stderr,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".txt.tmp")
     tmp.write_text(text, encoding="utf-8")

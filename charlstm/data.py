@@ -23,7 +23,6 @@ import numpy as np
 from charlstm import corpora
 from charlstm.errors import CharLSTMError
 
-
 # A text may have a few bad bytes (decoded as U+FFFD); more than this share means it is not text.
 MAX_UNDECODABLE_SHARE = 0.01
 # Cleaning that removes more than this share of a text's characters is warned about.
@@ -319,6 +318,17 @@ def stream_window_starts(n_chars: int, seq_length: int, batch_size: int, rng: np
     return (streams[None, :] + seq_length * np.arange(steps)[:, None]).astype(np.int32)
 
 
+def random_window(ids: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """`length` consecutive ids from a random start: a prompt taken from the validation text."""
+    start = int(rng.integers(len(ids) - length + 1))
+    return ids[start : start + length]
+
+
+def targets_per_window(seq_length: int, objective: str) -> int:
+    """Characters a training window is scored on: every position ('all') or the last one ('last')."""
+    return seq_length if objective == "all" else 1
+
+
 def steps_per_epoch(n_chars: int, seq_length: int, batch_size: int, objective: str) -> int:
     """Steps in an epoch of `epoch_window_starts` at offset 0, the most an epoch has."""
     windows = (n_chars - 1) // seq_length if objective == "all" else n_chars - seq_length
@@ -326,5 +336,6 @@ def steps_per_epoch(n_chars: int, seq_length: int, batch_size: int, objective: s
 
 
 def gather_windows(ids: jnp.ndarray, starts: jnp.ndarray, length: int) -> jnp.ndarray:
-    """Windows `[batch, length]` of `ids` beginning at `starts` `[batch]`, as int32 whatever the ids' storage type; jit-friendly."""
+    """Windows `[batch, length]` of `ids` beginning at `starts` `[batch]`,
+    as int32 whatever the ids' storage type; jit-friendly."""
     return ids[starts[:, None] + jnp.arange(length)].astype(jnp.int32)

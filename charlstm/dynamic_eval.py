@@ -92,7 +92,9 @@ def _adapt(graphdef: nnx.GraphDef, params, rms, segments: jax.Array, learning_ra
 
     def step(carry, segment):
         params, state = carry
-        grads, (nll, state) = jax.grad(_mean_nll, has_aux=True)(params, graphdef, segment[None, :-1], segment[None, 1:], state)
+        grads, (nll, state) = jax.grad(_mean_nll, has_aux=True)(
+            params, graphdef, segment[None, :-1], segment[None, 1:], state
+        )
         params = jax.tree.map(
             lambda p, g, d, k, p0: p - learning_rate * g / d + k * (p0 - p), params, grads, denominator, pull, trained
         )

@@ -123,7 +123,9 @@ def stream_per_char_nll(graphdef: nnx.GraphDef, params, ids: np.ndarray, first: 
     padded[: len(ids)] = ids
     state, parts = None, []
     for at in range(0, steps, chunk):
-        nll, state = sequence_nll(graphdef, params, padded[None, at : at + chunk], padded[None, at + 1 : at + chunk + 1], state)
+        nll, state = sequence_nll(
+            graphdef, params, padded[None, at : at + chunk], padded[None, at + 1 : at + chunk + 1], state
+        )
         parts.append(nll[0])
     return parallel.to_host(jnp.concatenate(parts))[first - 1 : steps]
 

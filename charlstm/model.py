@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from charlstm import lstm
+from charlstm import data, lstm
 from charlstm.lstm.autodiff import scan_cell
 from charlstm.lstm.cell import Carry, lstm_cell
 
@@ -148,6 +148,18 @@ def create_model(config: ml_collections.ConfigDict, vocab_size: int) -> CharLSTM
         vocab_size, m.units, m.num_layers, cell=m.cell, embed_dim=m.embed_dim, dropout=m.dropout,
         weight_dropout=m.weight_dropout, lstm_impl=m.lstm_impl, rngs=nnx.Rngs(config.seed),
     )
+
+
+def train_step_flops(config: ml_collections.ConfigDict, vocab_size: int) -> float:
+    """Matmul FLOPs of one train step (the benchmark's GFLOP/s): the forward pass's input projections
+    (none for one-hot input, a gather), recurrent matmuls and head, times 3, as the backward pass
+    costs about twice the forward."""
+    m, batch, length = config.model, config.train.batch_size, config.data.seq_length
+    gates = CELLS[m.cell][0]
+    inputs = [m.embed_dim] + [m.units] * (m.num_layers - 1)
+    per_position = sum(2 * (n_in + m.units) * gates * m.units for n_in in inputs)
+    head_positions = data.targets_per_window(length, config.train.objective)
+    return 3 * batch * (length * per_position + head_positions * 2 * m.units * vocab_size)
 
 
 def split_model(model: CharLSTM) -> tuple[nnx.GraphDef, dict]:

@@ -22,6 +22,7 @@ from tensorboardX import SummaryWriter
 
 from charlstm import parallel
 from charlstm.errors import CharLSTMError
+from charlstm.evaluate import bits_per_char
 from charlstm.run_folder import RunFolder, flatten
 
 CURVES_PNG, SAMPLES_MD, TENSORBOARD_DIR = "curves.png", "samples.md", "tensorboard"
@@ -107,7 +108,9 @@ def samples_markdown(metrics: list[dict], samples: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def write_run_reports(workdir: str | Path, metrics: list[dict] | None = None, samples: list[dict] | None = None) -> None:
+def write_run_reports(
+    workdir: str | Path, metrics: list[dict] | None = None, samples: list[dict] | None = None
+) -> None:
     """(Re)writes curves.png and samples.md of a run folder from its epochs' metrics and samples (by
     default read from metrics.jsonl and samples.jsonl); in a multi-process run only process 0 does."""
     if not parallel.is_primary():
@@ -209,7 +212,7 @@ def plot_validation_curves(runs: dict[str, list[dict]], path: Path) -> None:
         epochs = [m["epoch"] for m in metrics]
         best = min(m["val_bpc"] for m in metrics)
         (line,) = ax.plot(epochs, [m["val_bpc"] for m in metrics], "o-", ms=3, label=f"{label} (best {best:.3f})")
-        train_bpc = [m["train_loss"] / math.log(2) for m in metrics]
+        train_bpc = [bits_per_char(m["train_loss"]) for m in metrics]
         ax.plot(epochs, train_bpc, "--", lw=1, color=line.get_color(), alpha=0.6)
     ax.set(
         xlabel="epoch", ylabel="bits per character",

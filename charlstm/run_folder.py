@@ -55,10 +55,15 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     ]
 
 
+def sample_block(temperature: float, text: str, label: str = "") -> str:
+    """One sample as printed and saved: a header naming its temperature (and `label`), then the text."""
+    return f"--- temperature {temperature}{label}:\n{text}"
+
+
 def format_samples(record: dict) -> str:
     """An epoch's samples record as text: the prompt, then one block per temperature."""
     lines = [f"--- prompt: {record['prompt']!r}"]
-    lines += [f"--- temperature {s['temperature']}:\n{s['text']}" for s in record["samples"]]
+    lines += [sample_block(s["temperature"], s["text"]) for s in record["samples"]]
     return "\n".join(lines) + "\n"
 
 
@@ -119,7 +124,7 @@ class RunFolder:
 
     def check_resumable(self, config: ml_collections.ConfigDict, corpus: Corpus) -> None:
         """Refuses to resume with other data, model or optimizer settings, or another corpus."""
-        config_path, info = self.path / "config.json", self.read_run_info()
+        config_path = self.path / "config.json"
         if config_path.exists():
             saved = config_lib.with_defaults(json.loads(config_path.read_text())).to_dict()
             if differences := config_differences(saved, config.to_dict()):
@@ -127,10 +132,15 @@ class RunFolder:
                     f"run folder {str(self.path)!r} was trained with other settings: "
                     f"{'; '.join(differences)}: pass the saved values or use a new --workdir"
                 )
+        self.check_corpus(corpus)
+
+    def check_corpus(self, corpus: Corpus) -> None:
+        """Refuses a corpus whose file changed since the run started (its SHA-256 differs)."""
+        info = self.read_run_info()
         if info and info[0]["corpus"]["sha256"] != corpus.sha256:
             raise CharLSTMError(
-                f"the corpus {corpus.source!r} changed since run folder {str(self.path)!r} "
-                "started (SHA-256 differs): restore the file or use a new --workdir"
+                f"the corpus {corpus.source!r} changed since run folder {str(self.path)!r} was trained "
+                "(SHA-256 differs): restore the file it was trained on, or use a new --workdir"
             )
 
     def write_setup(self, config: ml_collections.ConfigDict, corpus: Corpus, command: str, extra: dict) -> None:
@@ -211,7 +221,10 @@ class RunFolder:
             except ValueError:
                 if (path, number, line) not in _WARNED:
                     _WARNED.add((path, number, line))
-                    print(f"warning: skipped line {number} of {path}: not JSON (cut off when a run stopped)", file=sys.stderr)
+                    print(
+                        f"warning: skipped line {number} of {path}: not JSON (cut off when a run stopped)",
+                        file=sys.stderr,
+                    )
         return records
 
     def drop_cut_lines(self) -> None:

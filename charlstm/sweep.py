@@ -16,7 +16,7 @@ from charlstm import config as config_lib
 from charlstm import reports
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import RunFolder
-from charlstm.train import epochs_since_best, train_and_evaluate
+from charlstm.train import patience_ran_out, train_and_evaluate
 
 LEADERBOARD_MD, LEADERBOARD_CSV, CURVES_PNG = "leaderboard.md", "leaderboard.csv", "validation_curves.png"
 
@@ -34,15 +34,16 @@ def split_values(text: str) -> list[str]:
 
 def field_value(config: ml_collections.ConfigDict, field: str):
     """The current value of a dotted config field; CharLSTMError if there is no such field."""
-    node = config
-    for part in field.split("."):
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            raise CharLSTMError(
-                f"unknown config field {field!r} in --grid: use a field of charlstm/default_config.py, e.g. model.units"
-            )
-        node = node[part]
+    try:
+        node = config_lib.get_field(config, field)
+    except KeyError:
+        raise CharLSTMError(
+            f"unknown config field {field!r} in --grid: use a field of charlstm/default_config.py, e.g. model.units"
+        ) from None
     if isinstance(node, ml_collections.ConfigDict):
-        raise CharLSTMError(f"--grid {field!r} is a section, not a field: name one of its fields, e.g. {field}.{next(iter(node))}")
+        raise CharLSTMError(
+            f"--grid {field!r} is a section, not a field: name one of its fields, e.g. {field}.{next(iter(node))}"
+        )
     return node
 
 
@@ -58,7 +59,9 @@ def _literal_tuple(text: str, current: tuple):
 
 
 # What to write for a field of each type that a grid can sweep.
-_EXPECTED = {bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a tuple such as (0.5,1.2)"}
+_EXPECTED = {
+    bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a tuple such as (0.5,1.2)"
+}
 
 
 def parse_value(field: str, text: str, current):
@@ -131,8 +134,9 @@ def is_finished(workdir: Path, config: ml_collections.ConfigDict) -> bool:
     metrics = RunFolder(workdir).read_metrics() if workdir.exists() else []
     if not metrics:
         return False
-    waited = epochs_since_best([m["val_loss"] for m in metrics])
-    return metrics[-1]["epoch"] >= config.train.epochs or 0 < config.train.patience <= waited
+    return metrics[-1]["epoch"] >= config.train.epochs or patience_ran_out(
+        [m["val_loss"] for m in metrics], config.train.patience
+    )
 
 
 def write_leaderboard(sweep_dir: Path, run_dirs: list[Path]) -> list[dict]:
@@ -147,7 +151,9 @@ def write_leaderboard(sweep_dir: Path, run_dirs: list[Path]) -> list[dict]:
     return rows
 
 
-def run_sweep(base: ml_collections.ConfigDict, grid: dict[str, list], workdir: str | Path, command: str = "") -> list[dict]:
+def run_sweep(
+    base: ml_collections.ConfigDict, grid: dict[str, list], workdir: str | Path, command: str = ""
+) -> list[dict]:
     """Trains each combination in its folder under `workdir`, one after another, skipping finished
     runs; rewrites the leaderboard after each run. Returns the final leaderboard rows."""
     sweep_dir = Path(workdir)

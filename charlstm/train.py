@@ -14,9 +14,8 @@ import functools
 import math
 import signal
 import time
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,15 +25,13 @@ import optax
 from flax import nnx, struct
 from tqdm import tqdm
 
-from charlstm import averaging
+from charlstm import averaging, data, evaluate, lstm, novelty, parallel, reports, sampling
 from charlstm import config as config_lib
-from charlstm import data, evaluate, lstm, novelty, parallel, reports, sampling
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import SaveFailed, TrainingDiverged, TrainingInterrupted
 from charlstm.model import RecurrentState, create_model, split_model
 from charlstm.optimizer import make_optimizer
 from charlstm.run_folder import RunFolder, format_samples
-
 
 # Independent random streams derived from config.seed.
 DROPOUT_STREAM, SAMPLE_STREAM = 1, 2
@@ -115,7 +112,9 @@ def loss_fn(
 TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]
 
 
-def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> TrainStep:
+def make_train_step(
+    config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, tx: optax.GradientTransformation
+) -> TrainStep:
     """`step(state, ids, starts)`: one optimizer step on the windows of corpus `ids` starting at `starts`
     `[batch]`, as `config.train` asks (objective, dtype, stateful); returns the new state and the step's
     loss. Dropout draws from fold_in(key, step), so no RNG state needs saving."""
@@ -126,7 +125,9 @@ def make_train_step(config: ml_collections.ConfigDict, graphdef: nnx.GraphDef, t
     def update(params, opt_state, loss_sum, carry, ids: jax.Array, starts: jax.Array, step):
         windows = data.gather_windows(ids, starts, seq_length + 1)
         grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
-        (loss, carry), grads = grad_fn(graphdef, params, windows, objective, jax.random.fold_in(key, step), carry, dtype)
+        (loss, carry), grads = grad_fn(
+            graphdef, params, windows, objective, jax.random.fold_in(key, step), carry, dtype
+        )
         updates, opt_state = tx.update(grads, opt_state, params)
         carry = jax.lax.stop_gradient(carry)  # Truncated backpropagation through time.
         return optax.apply_updates(params, updates), opt_state, loss_sum + loss, loss, carry
@@ -185,9 +186,7 @@ def check_finite(loss: float, step: int, checkpoints: Checkpoints) -> None:
 def epoch_samples(graphdef, params, corpus: data.Corpus, config, epoch: int) -> dict:
     """Text from a random validation prompt at each configured temperature, as a samples record."""
     seq_length, vocab = config.data.seq_length, corpus.vocab
-    rng = np.random.default_rng([config.seed, epoch])
-    start = int(rng.integers(len(corpus.val_ids) - seq_length + 1))
-    prompt = corpus.val_ids[start : start + seq_length]
+    prompt = data.random_window(corpus.val_ids, seq_length, np.random.default_rng([config.seed, epoch]))
     temperatures = list(config.sample.temperatures)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), SAMPLE_STREAM), epoch)
     keys = jnp.stack([key] * len(temperatures))
@@ -222,7 +221,7 @@ def epoch_metrics(state: TrainState, starts: np.ndarray, graphdef, corpus: data.
     began = time.perf_counter()
     val_ids = evaluate.scored_ids(corpus.val_ids, config)
     val_loss = evaluate.mean_nll(graphdef, evaluated_params(state), val_ids, evaluate.Scoring.from_config(config))
-    targets_per_window = config.data.seq_length if config.train.objective == "all" else 1
+    targets_per_window = data.targets_per_window(config.data.seq_length, config.train.objective)
     return {
         "epoch": state.epoch + 1,
         "step": state.step,
@@ -310,6 +309,11 @@ def epochs_since_best(val_losses: list[float]) -> int:
     return len(val_losses) - 1 - int(np.argmin(val_losses))
 
 
+def patience_ran_out(val_losses: list[float], patience: int) -> bool:
+    """Whether early stopping ends training: `patience` (> 0) epochs without a better validation loss."""
+    return 0 < patience <= epochs_since_best(val_losses)
+
+
 def window_starts(corpus: data.Corpus, config, epoch: int) -> np.ndarray:
     """Window starts `[steps, batch]` of `epoch`: random windows, or streams when stateful."""
     n, length, batch = len(corpus.train_ids), config.data.seq_length, config.train.batch_size
@@ -327,6 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, c
     """
     config_lib.validate(config)
     parallel.check_batch_size("train.batch_size", config.train.batch_size, parallel.make_mesh())
+    implementations = lstm_implementations(config)
     with parallel.quiet_unless_primary():
         corpus = data.load_corpus(config.data)
         vocab = corpus.vocab
@@ -338,7 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, c
         run = RunFolder(workdir)
         try:
             with run.lock(), stop_requests() as stop, reports.refreshing(run.path) as epoch_ended:
-                return _train(config, corpus, run, command, stop, epoch_ended)
+                return _train(config, corpus, run, command, implementations, stop, epoch_ended)
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
@@ -360,8 +365,9 @@ def lstm_implementations(config: ml_collections.ConfigDict) -> dict[str, list[st
     }
 
 
-def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict, epoch_ended) -> list[dict]:
-    implementations = lstm_implementations(config)
+def _train(
+    config, corpus: data.Corpus, run: RunFolder, command: str, implementations: dict, stop: dict, epoch_ended
+) -> list[dict]:
     placement = shardings()
     graphdef, params, zero_carry = placed_model(config, corpus.vocab.size, placement)
     steps = data.steps_per_epoch(
@@ -385,7 +391,9 @@ def _train(config, corpus: data.Corpus, run: RunFolder, command: str, stop: dict
 
     history = {"metrics": run.read_metrics(), "samples": run.read_samples()}
     try:
-        state = _train_epochs(state, graphdef, tx, zero_carry, corpus, config, run, checkpoints, stop, history, epoch_ended)
+        state = _train_epochs(
+            state, graphdef, tx, zero_carry, corpus, config, run, checkpoints, stop, history, epoch_ended
+        )
     finally:
         checkpoints.wait()  # Saves run in the background; none is left half-written.
     evaluate_best(graphdef, state, corpus, config, run, checkpoints, history["metrics"])
@@ -443,8 +451,9 @@ def _train_epochs(
                 f"nats (> train.overfit_margin={config.train.overfit_margin}): the model is overfitting, "
                 "or the validation text differs in kind from the training text"
             )
-        waited = epochs_since_best([m["val_loss"] for m in history["metrics"]])
-        if config.train.patience and waited >= config.train.patience:
-            print(f"early stopping: no better val_loss for {waited} epochs (train.patience={config.train.patience})")
+        val_losses = [m["val_loss"] for m in history["metrics"]]
+        if patience_ran_out(val_losses, config.train.patience):
+            print(f"early stopping: no better val_loss for {epochs_since_best(val_losses)} epochs "
+                  f"(train.patience={config.train.patience})")
             break
     return state

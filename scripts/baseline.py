@@ -10,13 +10,12 @@ text is scored the same way and reported beside validation; choose the order on 
 """
 
 import json
-import math
 import time
 
 from absl import flags
 from ml_collections import config_flags
 
-from charlstm import cli
+from charlstm import cli, evaluate
 from charlstm.data import load_corpus
 from charlstm.errors import CharLSTMError
 from charlstm.ngram import KneserNey
@@ -46,9 +45,7 @@ def parse_orders(text: str, seq_length: int) -> list[int]:
     return list(dict.fromkeys(orders))
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise CharLSTMError(f"unexpected arguments {argv[1:]}: pass settings as --config.FIELD=VALUE")
+def main() -> None:
     data = _CONFIG.value.data
     orders = parse_orders(_ORDERS.value, data.seq_length)
     corpus = load_corpus(data)
@@ -59,8 +56,8 @@ def main(argv: list[str]) -> None:
         model = KneserNey(corpus.train_ids, order, corpus.vocab.size)
         result = {"order": order}
         for split, ids in splits.items():
-            loss = float(model.per_char_nll(ids, data.seq_length).mean(dtype="float64"))
-            result.update({f"{split}_loss": loss, f"{split}_bpc": loss / math.log(2)})
+            loss = evaluate.average(model.per_char_nll(ids, data.seq_length))
+            result.update({f"{split}_loss": loss, f"{split}_bpc": evaluate.bits_per_char(loss)})
         results.append({**result, "seconds": time.perf_counter() - start})
     best = min(results, key=lambda r: r["val_loss"])
     if _JSON.value:
@@ -81,4 +78,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "pass settings as --config.FIELD=VALUE")

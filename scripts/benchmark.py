@@ -60,7 +60,7 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from charlstm import cli, dynamic_eval, evaluate, lstm, model, runs, sampling, train
+from charlstm import cli, data, dynamic_eval, evaluate, lstm, model, sampling, train, trained_run
 from charlstm.config import PROTOCOLS
 from charlstm.errors import CharLSTMError
 from charlstm.lstm import cpu_kernel, cudnn
@@ -144,9 +144,9 @@ def lab_generate(graphdef: nnx.GraphDef, params, windows: np.ndarray, length: in
 def benchmark_model() -> tuple[nnx.GraphDef, dict, int, int]:
     """graphdef, params, vocab size and seq_length of --workdir's best checkpoint, or of a fresh Obama-shaped model."""
     if _WORKDIR.value:
-        run = runs.load(_WORKDIR.value)
+        run = trained_run.load(_WORKDIR.value)
         return run.graphdef, run.params, run.vocab.size, run.config.data.seq_length
-    config = runs.default_config()
+    config = trained_run.default_config()
     return *split_model(create_model(config, OBAMA_VOCAB)), OBAMA_VOCAB, config.data.seq_length
 
 
@@ -159,12 +159,12 @@ def generate_section() -> dict:
     for batch in BATCH_SIZES:
         temperatures = jnp.ones(batch)
         keys = jax.random.split(jax.random.key(0), batch)
-        run = lambda: sampling.generate_ids(graphdef, params, prompt, temperatures, keys, length)
+        run = functools.partial(sampling.generate_ids, graphdef, params, prompt, temperatures, keys, length)
         run()
         stateful[f"batch_{batch}"] = batch * length / fastest(run, _REPEATS.value)
         windows = np.broadcast_to(np.asarray(prompt), (batch, seq_length))
         lab_generate(graphdef, params, windows, 1, vocab_size)
-        run = lambda: lab_generate(graphdef, params, windows, _LAB_LENGTH.value, vocab_size)
+        run = functools.partial(lab_generate, graphdef, params, windows, _LAB_LENGTH.value, vocab_size)
         lab[f"batch_{batch}"] = batch * _LAB_LENGTH.value / fastest(run, _REPEATS.value)
     return {
         "generate_chars_per_second": stateful,
@@ -177,10 +177,12 @@ def eval_section() -> dict:
     """Characters per second of each evaluation protocol and of dynamic evaluation, at the default settings."""
     graphdef, params, vocab_size, seq_length = benchmark_model()
     ids = np.random.default_rng(0).integers(vocab_size, size=seq_length + _EVAL_CHARS.value).astype(np.int32)
-    config = runs.default_config()
+    config = trained_run.default_config()
     config.data.seq_length = seq_length
     methods = {
-        protocol: functools.partial(evaluate.mean_nll, graphdef, params, ids, evaluate.Scoring.from_config(config, protocol))
+        protocol: functools.partial(
+            evaluate.mean_nll, graphdef, params, ids, evaluate.Scoring.from_config(config, protocol)
+        )
         for protocol in PROTOCOLS
     }
     methods["dynamic"] = functools.partial(
@@ -204,17 +206,6 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     matmul = jax.jit(jnp.matmul)
     matmul(a, a).block_until_ready()
     return 2 * size**3 / median_seconds(lambda: matmul(a, a), repeats) / 1e9
-
-
-def train_step_flops(config, vocab_size: int) -> float:
-    """Matmul FLOPs of one train step: the forward pass (recurrent and dense input projections, head)
-    times 3, as the backward pass costs about twice the forward. A one-hot input is a gather: 0 FLOPs."""
-    m, batch, length = config.model, config.train.batch_size, config.data.seq_length
-    gates = model.CELLS[m.cell][0]
-    inputs = [m.embed_dim] + [m.units] * (m.num_layers - 1)
-    per_position = sum(2 * (n_in + m.units) * gates * m.units for n_in in inputs)
-    head_positions = length if config.train.objective == "all" else 1
-    return 3 * batch * (length * per_position + head_positions * 2 * m.units * vocab_size)
 
 
 def train_steps(config, vocab_size: int, steps: int) -> Callable[[int], Any]:
@@ -361,8 +352,8 @@ def train_section() -> dict:
         steps["torch"] = torch_step
     measured = interleaved_steps(steps, count)
     seconds = measured["default"]["seconds"]
-    targets = config.data.seq_length if config.train.objective == "all" else 1
-    gflops = train_step_flops(config, OBAMA_VOCAB) / seconds / 1e9
+    targets = data.targets_per_window(config.data.seq_length, config.train.objective)
+    gflops = model.train_step_flops(config, OBAMA_VOCAB) / seconds / 1e9
     results = {
         "train_batch_size": config.train.batch_size,
         "train_dtype": config.train.dtype,
@@ -384,7 +375,7 @@ def train_section() -> dict:
         results.update(torch_train_step_seconds=torch_seconds, torch_over_jax=torch_seconds / seconds)
     if keras_command:
         results.update(keras_lab_in_turns(steps["default"], keras_command))
-    results["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["peak_rss_mib"] = cli.peak_rss_mib()
     return results
 
 
@@ -406,9 +397,7 @@ def print_results(results: dict) -> None:
         print(f"{name:<38}" + "  ".join(f"{case} {format_number(number)}" for case, number in cases))
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise CharLSTMError(f"unexpected arguments {argv[1:]}: choose sections with --section")
+def main() -> None:
     results = {}
     for section in dict.fromkeys(_SECTIONS.value):
         results.update(SECTIONS[section]())
@@ -425,4 +414,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "choose sections with --section")

@@ -16,7 +16,6 @@ resident memory (ru_maxrss) after it. The target for 200 MB with
 the default config's model: under 2 GiB.
 """
 
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,6 @@ from ml_collections import config_flags
 
 from charlstm import cli, data, novelty, parallel, train
 from charlstm.checkpoints import Checkpoints
-from charlstm.errors import CharLSTMError
 
 # Characters of the generated text, each as often as it appears here; '~' becomes 'é' (two bytes).
 ALPHABET = b"eeeeeeettttttaaaaaooooiiiinnnnsssshhhhrrrddlllcuumwfgypbvkjxqz           ,.\nTAI~"
@@ -48,17 +46,13 @@ def write_corpus(path: Path, n_bytes: int, seed: int = 0) -> None:
             written += f.write(block.replace(b"~", "é".encode()))
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB.
-
-
 def measure(config, folder: Path) -> dict:
     """Seconds and peak RSS after each phase of training on the corpus at config.data.path."""
     results, began = {}, time.perf_counter()
 
     def phase(name: str) -> None:
         nonlocal began
-        results[name] = {"seconds": time.perf_counter() - began, "peak_rss_mib": peak_rss_mib()}
+        results[name] = {"seconds": time.perf_counter() - began, "peak_rss_mib": cli.peak_rss_mib()}
         began = time.perf_counter()
 
     corpus = data.load_corpus(config.data)
@@ -86,9 +80,7 @@ def measure(config, folder: Path) -> dict:
             "ids_dtype": str(corpus.train_ids.dtype), "phases": results}
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise CharLSTMError(f"unexpected arguments {argv[1:]}: pass settings as flags, e.g. --mb 200")
+def main() -> None:
     config = _CONFIG.value
     config.eval.max_chars = _EVAL_CHARS.value
     with tempfile.TemporaryDirectory() as folder:
@@ -97,10 +89,11 @@ def main(argv: list[str]) -> None:
         results = measure(config, Path(folder) / "run")
     print(f"{_MB.value} MB corpus: {results['train_chars']:,} train + {results['val_chars']:,} validation "
           f"characters, vocabulary of {results['vocab']} as {results['ids_dtype']}; {parallel.make_mesh().size} "
-          f"device(s), batch {config.train.batch_size}, {config.model.num_layers}x{config.model.units} {config.model.cell}")
+          f"device(s), batch {config.train.batch_size}, "
+          f"{config.model.num_layers}x{config.model.units} {config.model.cell}")
     for name, phase in results["phases"].items():
         print(f"{name:<16}{phase['seconds']:8.1f} s   peak RSS {phase['peak_rss_mib']:8.0f} MiB")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "pass settings as flags, e.g. --mb 200")

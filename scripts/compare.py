@@ -17,12 +17,12 @@ from charlstm.errors import CharLSTMError
 _PLOT = flags.DEFINE_string("plot", "compare.png", "Where to write the overlaid curves (PNG).")
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) < 2:
+def main(run_folders: list[str]) -> None:
+    if not run_folders:
         raise CharLSTMError("no run folders given: python scripts/compare.py RUN_FOLDER [RUN_FOLDER ...]")
-    rows = reports.compare_runs([Path(arg) for arg in argv[1:]], Path(_PLOT.value))
+    rows = reports.compare_runs([Path(folder) for folder in run_folders], Path(_PLOT.value))
     print(f"{reports.leaderboard_markdown(rows)}\ncurves: {_PLOT.value}")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run_with_arguments(main)

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from charlstm import cli, data, dynamic_eval, evaluate, mixture, runs
+from charlstm import cli, data, dynamic_eval, evaluate, mixture, trained_run
 from charlstm.config import PROTOCOLS
 from charlstm.errors import CharLSTMError
 from charlstm.ngram import KneserNey
@@ -52,11 +52,13 @@ _HTML = flags.DEFINE_string(
     "html", "", "Write the text shaded by per-character surprisal to this HTML file; the mixture's with --mix_ngram."
 )
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of lines.")
-cli.define_config_overrides(runs.default_config(), "Overrides of the run's config, e.g. --config.eval.batch_size=256.")
+cli.define_config_overrides(
+    trained_run.default_config(), "Overrides of the run's config, e.g. --config.eval.batch_size=256."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
-def text_ids(run: runs.Run, corpus: data.Corpus | None, split: str) -> tuple[str, np.ndarray]:
+def text_ids(run: trained_run.Run, corpus: data.Corpus | None, split: str) -> tuple[str, np.ndarray]:
     """What to score: a name for it and its ids `[n]`, from --text or the run's `split` of `corpus`."""
     if _TEXT.value:
         text, d, removal = data.read_text(_TEXT.value).text, run.config.data, data.Removal()
@@ -90,12 +92,14 @@ def check_flags() -> None:
         raise CharLSTMError(f"--mix_ngram={_MIX_NGRAM.value} is invalid: give an n-gram order >= 1, or 0 for none")
     if _TEXT.value and _SPLIT.present:
         raise CharLSTMError("--text and --split both name what to score: give one of them")
-    if not _DYNAMIC.value and (tuning := [f.name for f in (_DYNAMIC_LR, _DYNAMIC_DECAY, _DYNAMIC_SEGMENT) if f.present]):
+    if not _DYNAMIC.value and (
+        tuning := [f.name for f in (_DYNAMIC_LR, _DYNAMIC_DECAY, _DYNAMIC_SEGMENT) if f.present]
+    ):
         raise CharLSTMError(f"--{tuning[0]} only acts with --dynamic: add --dynamic, or drop it")
     dynamic_settings().check()
 
 
-def check_order(run: runs.Run) -> None:
+def check_order(run: trained_run.Run) -> None:
     """Refuses a --mix_ngram order whose context does not fit in the run's data.seq_length, before any scoring."""
     if _MIX_NGRAM.value - 1 > run.config.data.seq_length:
         raise CharLSTMError(
@@ -115,16 +119,18 @@ def protocol_name() -> str:
     return f"dynamic (lr {s.learning_rate:g}, decay {s.decay:g}, segment {s.segment_length})"
 
 
-def model_nll(run: runs.Run, corpus: data.Corpus | None, ids: np.ndarray) -> np.ndarray:
+def model_nll(run: trained_run.Run, corpus: data.Corpus | None, ids: np.ndarray) -> np.ndarray:
     """The run's NLL `[n]` of the scored characters of `ids`, under --protocol or --dynamic (which
     reads `corpus`'s training text)."""
     first = run.config.data.seq_length
     if _DYNAMIC.value:
         return dynamic_eval.per_char_nll(run.graphdef, run.params, ids, first, corpus.train_ids, dynamic_settings())
-    return evaluate.per_char_nll(run.graphdef, run.params, ids, evaluate.Scoring.from_config(run.config, _PROTOCOL.value))
+    return evaluate.per_char_nll(
+        run.graphdef, run.params, ids, evaluate.Scoring.from_config(run.config, _PROTOCOL.value)
+    )
 
 
-def mixed(run: runs.Run, corpus: data.Corpus, ids: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, dict]:
+def mixed(run: trained_run.Run, corpus: data.Corpus, ids: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, dict]:
     """--mix_ngram: the interpolated NLL `[n]` and what it took (order, Kneser-Ney alone, weights)."""
     first = run.config.data.seq_length
     ngram = KneserNey(corpus.train_ids, _MIX_NGRAM.value, corpus.vocab.size)
@@ -142,11 +148,9 @@ def mixed(run: runs.Run, corpus: data.Corpus, ids: np.ndarray, nll: np.ndarray) 
     return result, info
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise CharLSTMError(f"unexpected arguments {argv[1:]}: give the file as --text FILE")
+def main() -> None:
     check_flags()
-    run = runs.load(_WORKDIR.value, _CHECKPOINT.value, cli.config_overrides())
+    run = trained_run.load(_WORKDIR.value, _CHECKPOINT.value, cli.config_overrides())
     check_order(run)
     needs_corpus = not _TEXT.value or _DYNAMIC.value or _MIX_NGRAM.value
     corpus = run.corpus() if needs_corpus else None  # Read (and checked) once: it may be large.
@@ -190,4 +194,4 @@ def describe(result: dict, label: str) -> str:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "give the file as --text FILE")

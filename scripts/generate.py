@@ -18,12 +18,15 @@ import sys
 import numpy as np
 from absl import flags
 
-from charlstm import cli, data, novelty, runs, sampling
+from charlstm import cli, data, novelty, sampling, trained_run
 from charlstm.errors import CharLSTMError
+from charlstm.run_folder import sample_block
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder made by scripts/train.py.")
 _PROMPT = flags.DEFINE_string("prompt", "", "Text to continue; empty: a random validation window of seq_length chars.")
-_LENGTH = flags.DEFINE_integer("length", None, "Characters per sample; default: the run's sample.length.", lower_bound=1)
+_LENGTH = flags.DEFINE_integer(
+    "length", None, "Characters per sample; default: the run's sample.length.", lower_bound=1
+)
 _NUM_SAMPLES = flags.DEFINE_integer("num_samples", 1, "Samples per temperature.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Picks the random prompt and the samples; the same seed repeats them.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (lowest val_loss), 'latest' or a step number.")
@@ -31,32 +34,34 @@ _OUTPUT = flags.DEFINE_string("output", "", "Write the samples to this file inst
 _MAX_LENGTH = flags.DEFINE_integer(
     "max_length", 100_000, "Refuse longer samples: each is printed only when complete.", lower_bound=1
 )
-_NOVELTY = flags.DEFINE_bool("novelty", False, "After each sample: how much of it occurs verbatim in the training text.")
-cli.define_config_overrides(runs.default_config(), "Overrides of the run's config, e.g. --config.sample.top_k=5.")
+_NOVELTY = flags.DEFINE_bool(
+    "novelty", False, "After each sample: how much of it occurs verbatim in the training text."
+)
+cli.define_config_overrides(
+    trained_run.default_config(), "Overrides of the run's config, e.g. --config.sample.top_k=5."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
-def choose_prompt(run: runs.Run, corpus: data.Corpus | None) -> np.ndarray:
+def choose_prompt(run: trained_run.Run, corpus: data.Corpus | None) -> np.ndarray:
     """Ids of --prompt, or of a random validation window picked by --seed when it is empty."""
     if not _PROMPT.value:
-        seq_length = run.config.data.seq_length
-        start = int(np.random.default_rng(_SEED.value).integers(len(corpus.val_ids) - seq_length + 1))
-        return corpus.val_ids[start : start + seq_length]
+        return data.random_window(corpus.val_ids, run.config.data.seq_length, np.random.default_rng(_SEED.value))
     ids, warnings = run.encode(_PROMPT.value, "prompt")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not len(ids):
-        raise CharLSTMError("the prompt has no characters left after cleaning: give another, or none to start at random")
+        raise CharLSTMError(
+            "the prompt has no characters left after cleaning: give another, or none to start at random"
+        )
     return ids
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise CharLSTMError(f"unexpected arguments {argv[1:]}: quote the prompt, e.g. --prompt \"the state of\"")
+def main() -> None:
     overrides = cli.config_overrides()
     if _LENGTH.value is not None:
         overrides["sample.length"] = _LENGTH.value
-    run = runs.load(_WORKDIR.value, _CHECKPOINT.value, overrides)
+    run = trained_run.load(_WORKDIR.value, _CHECKPOINT.value, overrides)
     if run.config.sample.length > _MAX_LENGTH.value:
         raise CharLSTMError(
             f"a sample length of {run.config.sample.length:,} characters is over --max_length={_MAX_LENGTH.value:,}: "
@@ -69,7 +74,7 @@ def main(argv: list[str]) -> None:
     train_text = run.vocab.decode(corpus.train_ids) if _NOVELTY.value else ""
     blocks = [f"--- prompt: {run.vocab.decode(prompt)!r}\n"]
     for i, (temperature, text) in enumerate(zip(temperatures, texts)):
-        blocks.append(f"--- temperature {temperature}, sample {i % _NUM_SAMPLES.value + 1}:\n{text}\n")
+        blocks.append(sample_block(temperature, text, f", sample {i % _NUM_SAMPLES.value + 1}") + "\n")
         if _NOVELTY.value:
             blocks.append(f"--- novelty: {novelty.describe(novelty.novelty(text, train_text))}\n")
     if _OUTPUT.value:
@@ -80,4 +85,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "quote the prompt, e.g. --prompt \"the state of\"")

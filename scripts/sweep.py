@@ -15,7 +15,6 @@ from absl import flags
 from ml_collections import config_flags
 
 from charlstm import cli, reports, sweep
-from charlstm.errors import CharLSTMError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/obama.py.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder: one run folder per combination, and the leaderboard.")
@@ -23,13 +22,11 @@ _GRID = flags.DEFINE_multi_string("grid", [], "FIELD=V1,V2,...: values of a conf
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise CharLSTMError(f"unexpected arguments {argv[1:]}: pass grids as --grid FIELD=V1,V2")
+def main() -> None:
     grid = sweep.parse_grid(_GRID.value, _CONFIG.value)
     rows = sweep.run_sweep(_CONFIG.value, grid, _WORKDIR.value, shlex.join(sys.argv))
     print(f"\n{reports.leaderboard_markdown(rows)}\nleaderboard and curves in {_WORKDIR.value}/")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "pass grids as --grid FIELD=V1,V2")

@@ -25,13 +25,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config"])
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise cli.CharLSTMError(f"unexpected arguments {argv[1:]}: pass settings as --config.FIELD=VALUE")
+def main() -> None:
     parallel.initialize_distributed(_DISTRIBUTED.value)
     command = " ".join(shlex.quote(arg) for arg in sys.argv)
     train_and_evaluate(_CONFIG.value, _WORKDIR.value or f"runs/{cli.config_name()}", command)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, "pass settings as --config.FIELD=VALUE")

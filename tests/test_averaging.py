@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from charlstm import averaging, evaluate, runs, train
+from charlstm import averaging, evaluate, train, trained_run
 from charlstm.checkpoints import Checkpoints
 from charlstm.train import train_and_evaluate
 
@@ -40,13 +40,19 @@ def test_training_evaluates_keeps_and_loads_the_average(tiny_config, tmp_path):
     tiny_config.train.epochs = 1
     tiny_config.train.average_decay = 0.9
     (metrics,) = train_and_evaluate(tiny_config, tmp_path)
-    run = runs.load(tmp_path)
+    run = trained_run.load(tmp_path)
     corpus = run.corpus()
     segments = evaluate.Scoring.from_config(tiny_config)
-    assert np.isclose(evaluate.mean_nll(run.graphdef, run.params, corpus.val_ids, segments), metrics["val_loss"], rtol=1e-6)
+    assert np.isclose(
+        evaluate.mean_nll(run.graphdef, run.params, corpus.val_ids, segments), metrics["val_loss"], rtol=1e-6
+    )
     raw = Checkpoints(tmp_path, read_only=True).restore_params(run.step, like=run.params)
-    assert not np.isclose(evaluate.mean_nll(run.graphdef, raw, corpus.val_ids, segments), metrics["val_loss"], rtol=1e-3)
+    assert not np.isclose(
+        evaluate.mean_nll(run.graphdef, raw, corpus.val_ids, segments), metrics["val_loss"], rtol=1e-3
+    )
     final = json.loads((tmp_path / "final_metrics.json").read_text())
     window = evaluate.Scoring.from_config(tiny_config, "window")
-    assert np.isclose(evaluate.mean_nll(run.graphdef, run.params, corpus.val_ids, window), final["val"]["window"]["loss"], rtol=1e-6)
+    assert np.isclose(
+        evaluate.mean_nll(run.graphdef, run.params, corpus.val_ids, window), final["val"]["window"]["loss"], rtol=1e-6
+    )
     assert jax.tree.structure(run.params) == jax.tree.structure(raw)

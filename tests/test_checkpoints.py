@@ -5,7 +5,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from charlstm import CharLSTMError, runs
+from charlstm import CharLSTMError, trained_run
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import SaveFailed
 from charlstm.train import train_and_evaluate
@@ -40,7 +40,9 @@ def test_params_restore_alone_with_their_own_structure(tmp_path):
     np.testing.assert_array_equal(restored["layers"][0]["w"], [0.0, 1.0, 2.0])
 
 
-def test_a_full_disk_stops_training_with_one_message_and_keeps_the_complete_checkpoints(tiny_config, tmp_path, monkeypatch):
+def test_a_full_disk_stops_training_with_one_message_and_keeps_the_complete_checkpoints(
+    tiny_config, tmp_path, monkeypatch
+):
     saved, original_save = [], ocp.CheckpointManager.save
 
     def save_until_the_disk_is_full(self, step, *args, **kwargs):
@@ -89,7 +91,7 @@ def test_resuming_falls_back_to_the_newest_checkpoint_that_loads(tiny_config, tm
     # Generation and evaluation name the damaged checkpoint and the others.
     message = rf"checkpoint step {latest} .*does not load.*{first}"
     with pytest.raises(CharLSTMError, match=message):
-        runs.load(tmp_path, "latest")
+        trained_run.load(tmp_path, "latest")
     tiny_config.train.epochs = 3
     metrics = train_and_evaluate(tiny_config, tmp_path)
     err = capsys.readouterr().err

@@ -141,12 +141,16 @@ def whole_text_corpus(path, data_config) -> tuple[data.Vocab, np.ndarray]:
 
 
 @pytest.mark.parametrize("keep_chars, lowercase, max_chars", [("", False, 0), (LAB_KEEP, True, 0), ("", True, 97)])
-def test_streaming_in_small_pieces_equals_reading_whole(tiny_config, tmp_path, monkeypatch, keep_chars, lowercase, max_chars):
+def test_streaming_in_small_pieces_equals_reading_whole(
+    tiny_config, tmp_path, monkeypatch, keep_chars, lowercase, max_chars
+):
     path = tmp_path / "t.txt"
     line = "Ünïcode — ΟΔΟΣ Σ line\r\nthe CR\rfollows;\n".encode()
     long_line = b"a line longer than a block, " * 4 + b"\r\n"
     path.write_bytes(b"\xef\xbb\xbf" + line * 40 + b"a bad byte: \xff\n" + long_line + line * 10 + b"no line break\r")
-    tiny_config.data.update(path=str(path), keep_chars=keep_chars, lowercase=lowercase, max_chars=max_chars, seq_length=5)
+    tiny_config.data.update(
+        path=str(path), keep_chars=keep_chars, lowercase=lowercase, max_chars=max_chars, seq_length=5
+    )
     monkeypatch.setattr(data, "CHUNK_BYTES", 31)  # Blocks end inside CRLFs and multi-byte characters.
     corpus = data.load_corpus(tiny_config.data)
     vocab, ids = whole_text_corpus(path, tiny_config.data)

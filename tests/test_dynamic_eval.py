@@ -70,7 +70,9 @@ def test_two_updates_match_the_rule_computed_by_hand():
         grads, (nll, state) = jax.grad(loss, has_aux=True)(theta, k, state)
         expected.append(nll)
         theta = jax.tree.map(
-            lambda p, g, r, p0: p - lr * g / (r + dynamic_eval.EPS_SHARE * mean) + np.minimum(decay * r / mean, 1) * (p0 - p),
+            lambda p, g, r, p0: (
+                p - lr * g / (r + dynamic_eval.EPS_SHARE * mean) + np.minimum(decay * r / mean, 1) * (p0 - p)
+            ),
             theta, grads, rms, params,
         )
     settings = dynamic_eval.Settings(learning_rate=lr, decay=decay, segment_length=length)

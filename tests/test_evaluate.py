@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import evaluate, runs
+from charlstm import evaluate, trained_run
 from charlstm.model import CharLSTM
 from charlstm.train import split_model
 from tests.conftest import run_script
@@ -49,7 +49,9 @@ def test_stream_protocol_equals_one_pass_a_character_at_a_time(monkeypatch):
         expected.append(float(-jax.nn.log_softmax(logits[0, 0])[ids[t + 1]]))
     monkeypatch.setattr(evaluate, "STREAM_CHUNK", 8)  # 39 steps: four chunks carry the state, the last is padded.
     stream = evaluate.Scoring("stream", first, 1, 1, 1)
-    np.testing.assert_allclose(evaluate.per_char_nll(*split_model(model), ids, stream), expected[first - 1 :], rtol=1e-5)
+    np.testing.assert_allclose(
+        evaluate.per_char_nll(*split_model(model), ids, stream), expected[first - 1 :], rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("segment_length, burn_in", [(7, 4), (10, 12), (50, 1)])
@@ -102,7 +104,7 @@ def test_max_chars_scores_only_the_first_characters():
     np.testing.assert_array_equal(limited, ids[:17])  # Context, then the 12 characters scored.
 
 
-def window_nll_directly(run: runs.Run, ids: np.ndarray) -> np.ndarray:
+def window_nll_directly(run: trained_run.Run, ids: np.ndarray) -> np.ndarray:
     """The run's NLL of each of ids[seq_length:], from exactly the seq_length ids before it, in one model call."""
     seq_length = run.config.data.seq_length
     windows = np.lib.stride_tricks.sliding_window_view(ids, seq_length + 1)
@@ -116,7 +118,7 @@ def test_evaluate_script_scores_the_head_of_the_runs_validation_text(trained_run
     result = run_script("evaluate.py", "--workdir", str(trained_run), "--json", "--config.eval.max_chars=300")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    run = runs.load(trained_run)
+    run = trained_run.load(trained_run)
     head = run.corpus().val_ids[: run.config.data.seq_length + 300]
     expected = float(np.mean(window_nll_directly(run, head)))
     assert report["chars"] == 300 and report["protocol"] == "window" and report["checkpoint_step"] == run.step

@@ -42,9 +42,9 @@ def run_outside_the_checkout(installed: Path, cwd: Path, *command: str) -> subpr
 def test_an_installed_package_loads_a_run_without_training_code(installed, trained_run, tmp_path):
     program = f"""
 import sys
-import charlstm, charlstm.runs, charlstm.sampling
+import charlstm, charlstm.trained_run, charlstm.sampling
 assert charlstm.__file__.startswith({str(installed)!r}), charlstm.__file__
-run = charlstm.runs.load({str(trained_run)!r})
+run = charlstm.trained_run.load({str(trained_run)!r})
 assert run.config.model.units == 32 and run.vocab.size > 10
 print("loaded:", sorted(m for m in {TRAINING_MODULES!r} if m in sys.modules))
 """

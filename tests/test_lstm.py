@@ -241,7 +241,9 @@ def kernel_call(target: str, results, *arguments):
 def test_kernel_handlers_check_shapes_and_ranks_before_reading():
     """Mismatched shapes or ranks fail with a message instead of reading out of bounds."""
     f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
-    kernel, h, c, x, no_ids = jnp.ones((5, 20)), jnp.ones((2, 5)), jnp.ones((3, 5)), jnp.ones((7, 3, 20)), jnp.zeros(0, jnp.int32)
+    kernel, h, c, x, no_ids = (
+        jnp.ones((5, 20)), jnp.ones((2, 5)), jnp.ones((3, 5)), jnp.ones((7, 3, 20)), jnp.zeros(0, jnp.int32)
+    )
     with pytest.raises(Exception, match="lstm: expected kernel"):
         kernel_call(cpu_kernel.INFERENCE, (f32(7, 3, 5), f32(3, 5)), kernel, h, c, x, no_ids)
     flat = jnp.ones(7)  # hs of rank 1: the backward pass must not read its dimensions 1 and 2.
@@ -273,7 +275,7 @@ except Exception as error:
 def test_kernel_openblas_stays_out_of_the_global_symbol_scope():
     """The kernel's OpenBLAS is loaded privately, so other copies' users (SciPy's) do not bind to it."""
     with pytest.raises(AttributeError):
-        ctypes.CDLL(None).scipy_cblas_sgemm
+        _ = ctypes.CDLL(None).scipy_cblas_sgemm
 
 
 @on_cuda

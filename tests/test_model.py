@@ -1,11 +1,15 @@
+import functools
+import math
+
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
-import pytest
-
-from charlstm.model import CharLSTM, gru_cell, lstm_cell
+from charlstm import train
+from charlstm.model import CharLSTM, create_model, gru_cell, lstm_cell, split_model, train_step_flops
 
 
 def test_output_shapes():
@@ -86,3 +90,34 @@ def test_dropout_acts_in_training_only():
     np.testing.assert_array_equal(train_a, model(ids, dropout_key=jax.random.key(1))[0])
     plain = CharLSTM(vocab_size=7, units=16, num_layers=2, rngs=nnx.Rngs(0))
     np.testing.assert_array_equal(plain(ids, dropout_key=jax.random.key(1))[0], eval_a)
+
+
+def forward_matmul_flops(jaxpr) -> int:
+    """2 * (output size) * (contracted size) summed over the jaxpr's dot_generals, scan bodies counted
+    once per step: the matmul FLOPs that the traced function runs."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (contracted, _), _ = eqn.params["dimension_numbers"]
+            shape = eqn.invars[0].aval.shape
+            total += 2 * math.prod(eqn.outvars[0].aval.shape) * math.prod(shape[i] for i in contracted)
+        repeats = eqn.params.get("length", 1)  # A scan runs its body `length` times.
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            total += repeats * forward_matmul_flops(sub)
+    return total
+
+
+@pytest.mark.parametrize(
+    "cell, num_layers, embed_dim, objective",
+    [("lstm", 1, 0, "all"), ("lstm", 2, 8, "last"), ("gru", 2, 0, "all"), ("rnn", 1, 4, "all")],
+)
+def test_train_step_flops_are_three_times_the_forward_matmuls(tiny_config, cell, num_layers, embed_dim, objective):
+    """The benchmark's GFLOP/s count: three times the matmul FLOPs counted in the traced forward pass."""
+    c = tiny_config
+    c.model.cell, c.model.num_layers, c.model.embed_dim, c.train.objective = cell, num_layers, embed_dim, objective
+    c.model.lstm_impl = "autodiff" if cell == "lstm" else "auto"  # A plain scan: its matmuls are visible.
+    graphdef, params = split_model(create_model(c, 30))
+    windows = jnp.zeros((c.train.batch_size, c.data.seq_length + 1), jnp.int32)
+    loss = functools.partial(train.loss_fn, graphdef, objective=objective, dropout_key=None, carry=None)
+    jaxpr = jax.make_jaxpr(lambda params: loss(params, windows))(params).jaxpr
+    assert train_step_flops(c, 30) == 3 * forward_matmul_flops(jaxpr)

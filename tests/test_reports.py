@@ -67,7 +67,10 @@ def test_tensorboard_holds_each_epochs_scalars_and_samples(tiny_run):
         logged = events.Scalars(name)
         assert [e.step for e in logged] == [m["epoch"] for m in metrics]
         assert [e.value for e in logged] == pytest.approx([m[name] for m in metrics], rel=1e-6)
-    assert {"samples/temperature_0.5/text_summary", "samples/temperature_1.2/text_summary"} <= set(events.Tags()["tensors"])
+    assert {
+        "samples/temperature_0.5/text_summary",
+        "samples/temperature_1.2/text_summary",
+    } <= set(events.Tags()["tensors"])
 
 
 def test_turning_tensorboard_on_or_off_does_not_block_a_resume(tiny_config):
@@ -98,8 +101,9 @@ def test_samples_md_marks_the_prompt_and_keeps_the_last_record_of_an_epoch():
 
 
 def test_leaderboard_tables_keep_values_whole_in_csv_and_safe_in_markdown():
-    row = {"run": "a", "model.units": 64, "best val_bpc": 2.123456, "final window val_bpc": 2.1, "final stream val_bpc": None,
-           "best epoch": 3, "epochs": 4, "train seconds": 12.34, "sample": "one | two\nthree"}
+    row = {"run": "a", "model.units": 64, "best val_bpc": 2.123456, "final window val_bpc": 2.1,
+           "final stream val_bpc": None, "best epoch": 3, "epochs": 4, "train seconds": 12.34,
+           "sample": "one | two\nthree"}
     markdown = reports.leaderboard_markdown([row]).splitlines()
     assert markdown[0] == (
         "| run | model.units | best val_bpc | final window val_bpc | final stream val_bpc | best epoch | epochs "

@@ -165,7 +165,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_usable(uninterrupted, tmp_path, data_dir):
     workdir = tmp_path / "torn"
     args = train_args(workdir, data_dir)
-    killed = subprocess.run([sys.executable, "-c", KILL_IN_SECOND_CHECKPOINT_WRITE, *args[1:]], capture_output=True, text=True, cwd=REPO)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_IN_SECOND_CHECKPOINT_WRITE, *args[1:]], capture_output=True, text=True, cwd=REPO
+    )
     assert killed.returncode == -signal.SIGKILL
     checkpoints = Checkpoints(workdir, read_only=True)
     assert len(checkpoints.manager.all_steps()) == 1  # The torn write is not a checkpoint.

@@ -8,12 +8,13 @@ import optax
 import pytest
 from flax import nnx
 
-from charlstm import data, evaluate, parallel, runs, train
+from charlstm import data, evaluate, lstm, parallel, train, trained_run
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import TrainingInterrupted
 from charlstm.model import CharLSTM, create_model, split_model
+from charlstm.run_folder import RunFolder
 from charlstm.train import make_train_step, train_and_evaluate
-from tests.conftest import vocab_of, without_timing
+from tests.conftest import run_script, vocab_of, without_timing
 
 RUN_FILES = {
     "config.json", "vocab.json", "metrics.jsonl", "samples.txt", "samples.jsonl", "samples.md", "curves.png",
@@ -118,15 +119,15 @@ def test_stateful_training_starts_each_window_from_the_previous_ones_final_state
         monkeypatch.setattr(train, "should_stop", stopping_at(at))
         with pytest.raises(TrainingInterrupted, match=f"saved step {at} "):
             train_and_evaluate(tiny_config, tmp_path)
-    run = runs.load(tmp_path, str(k))
+    run = trained_run.load(tmp_path, str(k))
     corpus = data.load_corpus(tiny_config.data)
     starts = train.window_starts(corpus, tiny_config, epoch=1)[k]
     window = data.gather_windows(jnp.asarray(corpus.train_ids), jnp.asarray(starts), tiny_config.data.seq_length + 1)
     _, from_zeros = evaluate.sequence_nll(run.graphdef, run.params, window[:, :-1], window[:, 1:], None)
     checkpoints = Checkpoints(tmp_path, read_only=True)
-    carry = checkpoints.restore_part(k, "carry", runs.abstract(from_zeros))
+    carry = checkpoints.restore_part(k, "carry", trained_run.abstract(from_zeros))
     _, expected = evaluate.sequence_nll(run.graphdef, run.params, window[:, :-1], window[:, 1:], carry)
-    saved = checkpoints.restore_part(k + 1, "carry", runs.abstract(from_zeros))
+    saved = checkpoints.restore_part(k + 1, "carry", trained_run.abstract(from_zeros))
     # The same cells in another compiled program (training's has a backward pass): rounding may differ a little.
     for got, want, fresh in zip(jax.tree.leaves(saved), jax.tree.leaves(expected), jax.tree.leaves(from_zeros)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -188,7 +189,9 @@ def test_without_stateful_every_window_starts_from_zeros(tiny_config, tmp_path):
     graphdef, params = split_model(create_model(tiny_config, corpus.vocab.size))
     starts = train.window_starts(corpus, tiny_config, 1)
     tx = train.make_optimizer(tiny_config.train, len(starts) * tiny_config.train.epochs)
-    step, state, ids = make_train_step(tiny_config, graphdef, tx), train.initial_state(params, tx, None), corpus.train_ids
+    step, state, ids = (
+        make_train_step(tiny_config, graphdef, tx), train.initial_state(params, tx, None), corpus.train_ids
+    )
     for batch in starts:
         state, _ = step(state, jnp.asarray(ids), batch)
     checkpoints = Checkpoints(tmp_path, read_only=True)
@@ -206,6 +209,20 @@ def test_bfloat16_mixed_precision_trains_without_nan(tiny_config, tmp_path):
     like = split_model(create_model(tiny_config, data.load_corpus(tiny_config.data).vocab.size))[1]
     params = saved.restore_params(saved.latest_step(), like=like)
     assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype("float32")}
+    # The float32-only implementations (cuDNN, the CPU kernel) cannot train in bfloat16; evaluation is float32.
+    expected = {"training": ["xla"], "evaluation": [lstm.select("auto", np.dtype("float32"))]}
+    assert RunFolder(tmp_path).read_run_info()[-1]["lstm"] == expected
+
+
+@pytest.mark.skipif(lstm.IMPLEMENTATIONS["cudnn"].unavailable(np.dtype("float32")) is None, reason="cuDNN runs here")
+def test_an_lstm_impl_that_cannot_run_here_stops_before_any_work(tmp_path, data_dir):
+    result = run_script("train.py", "--config", "configs/tiny.py", f"--workdir={tmp_path / 'run'}",
+                        f"--config.data.dir={data_dir}", "--config.model.lstm_impl=cudnn")
+    assert result.returncode == 2
+    message = result.stderr.strip()
+    assert "\n" not in message and message.startswith("error: model.lstm_impl='cudnn' cannot run here: it needs")
+    assert message.endswith("'xla', 'autodiff'")  # What can run instead.
+    assert not (tmp_path / "run").exists()  # Refused before the run folder was made.
 
 
 def test_eval_max_chars_bounds_the_validation_text(tiny_config, tmp_path, monkeypatch):
@@ -245,7 +262,10 @@ def test_the_final_evaluation_runs_on_resume_when_it_is_missing(tiny_config, tmp
     capsys.readouterr()
     train_and_evaluate(tiny_config, tmp_path)
     assert "already trained" in capsys.readouterr().out
-    assert json.loads((tmp_path / "final_metrics.json").read_text())["val"]["window"]["loss"] == written["val"]["window"]["loss"]
+    assert (
+        json.loads((tmp_path / "final_metrics.json").read_text())["val"]["window"]["loss"]
+        == written["val"]["window"]["loss"]
+    )
 
 
 def test_training_never_reads_the_test_split(tiny_config, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import CharLSTMError, dynamic_eval, evaluate, mixture, runs
+from charlstm import CharLSTMError, dynamic_eval, evaluate, mixture, trained_run
 from charlstm import config as config_lib
 from charlstm.checkpoints import Checkpoints
 from charlstm.ngram import KneserNey
@@ -30,11 +30,11 @@ def run_dir(tmp_path_factory, data_dir):
 
 
 @pytest.fixture(scope="module")
-def run(run_dir) -> runs.Run:
-    return runs.load(run_dir)
+def run(run_dir) -> trained_run.Run:
+    return trained_run.load(run_dir)
 
 
-def with_sample(run: runs.Run, **fields) -> runs.Run:
+def with_sample(run: trained_run.Run, **fields) -> trained_run.Run:
     """`run` with other sample settings, leaving the shared fixture as it is."""
     config = run.config.copy_and_resolve_references()
     config.sample.update(fields)
@@ -42,7 +42,7 @@ def with_sample(run: runs.Run, **fields) -> runs.Run:
 
 
 def test_the_run_config_is_the_base_and_overrides_sit_on_top(run_dir):
-    loaded = runs.load(run_dir, overrides={"sample.top_k": 3})
+    loaded = trained_run.load(run_dir, overrides={"sample.top_k": 3})
     assert loaded.config.sample.length == 40  # configs/tiny.py's value, not the default 100.
     assert loaded.config.sample.top_k == 3
     assert loaded.step == Checkpoints(run_dir, read_only=True).best_step()
@@ -53,25 +53,25 @@ def test_the_run_config_is_the_base_and_overrides_sit_on_top(run_dir):
 ])
 def test_invalid_sampling_overrides_are_refused(run_dir, field, value):
     with pytest.raises(CharLSTMError, match=field):
-        runs.load(run_dir, overrides={field: value})
+        trained_run.load(run_dir, overrides={field: value})
 
 
 def test_checkpoints_by_name_and_step(run_dir):
     latest = Checkpoints(run_dir, read_only=True).latest_step()
-    assert runs.load(run_dir, "latest").step == runs.load(run_dir, str(latest)).step == latest
+    assert trained_run.load(run_dir, "latest").step == trained_run.load(run_dir, str(latest)).step == latest
     for which in ("7", "soon"):
         with pytest.raises(CharLSTMError, match=f"no checkpoint '{which}'.*one of the steps \\[{latest}\\]"):
-            runs.load(run_dir, which)
+            trained_run.load(run_dir, which)
 
 
 def test_folders_without_a_checkpoint_are_refused(tmp_path):
     with pytest.raises(CharLSTMError, match="does not exist"):
-        runs.load(tmp_path / "nothing")
+        trained_run.load(tmp_path / "nothing")
     with pytest.raises(CharLSTMError, match="no checkpoints/"):
-        runs.load(tmp_path)
+        trained_run.load(tmp_path)
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(CharLSTMError, match="no checkpoint yet"):
-        runs.load(tmp_path)
+        trained_run.load(tmp_path)
 
 
 def test_a_run_saved_before_newer_fields_existed_gets_their_defaults(run_dir, tmp_path):
@@ -80,7 +80,7 @@ def test_a_run_saved_before_newer_fields_existed_gets_their_defaults(run_dir, tm
     for field in ("cell", "embed_dim", "dropout", "weight_dropout"):
         del saved["model"][field]
     (old / "config.json").write_text(json.dumps(saved))
-    assert runs.load(old).config.model.cell == "lstm"
+    assert trained_run.load(old).config.model.cell == "lstm"
 
 
 def test_prompts_are_cleaned_as_the_training_text(run):
@@ -185,7 +185,9 @@ def test_evaluate_scores_a_text_file_and_writes_surprisal(run, run_dir, tmp_path
     assert result.returncode == 0, result.stderr
     assert "warning: dropped '%'" in result.stderr
     ids, _ = run.encode(text.read_text(), "text")
-    expected = evaluate.mean_nll(run.graphdef, run.params, ids, evaluate.Scoring("window", run.config.data.seq_length, 1, 1, 64))
+    expected = evaluate.mean_nll(
+        run.graphdef, run.params, ids, evaluate.Scoring("window", run.config.data.seq_length, 1, 1, 64)
+    )
     assert f"text_loss {expected:.4f}  text_bpc {evaluate.bits_per_char(expected):.4f}  (window;" in result.stdout
     rows = (tmp_path / "s.tsv").read_text().splitlines()[1:]
     assert len(rows) == len(ids) - run.config.data.seq_length
@@ -226,7 +228,10 @@ def test_evaluate_scores_each_protocol_dynamic_and_the_ngram_mixture(run, run_di
     settings = dynamic_eval.Settings(learning_rate=1e-3, decay=0.01, segment_length=30)
     dynamic = dynamic_eval.per_char_nll(run.graphdef, run.params, val_ids, first, run.corpus().train_ids, settings)
     result = evaluate_json(run_dir, "--dynamic", "--dynamic_lr=1e-3", "--dynamic_decay=0.01", "--dynamic_segment=30")
-    assert result["protocol"].startswith("dynamic") and result["val_loss"] == pytest.approx(evaluate.average(dynamic), rel=1e-6)
+    assert (
+        result["protocol"].startswith("dynamic")
+        and result["val_loss"] == pytest.approx(evaluate.average(dynamic), rel=1e-6)
+    )
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -250,7 +255,7 @@ def test_on_the_test_split_the_mixture_weight_is_fitted_on_validation(tiny_confi
     tiny_config.data.test_fraction = 0.1
     train_and_evaluate(tiny_config, tmp_path)
     result = evaluate_json(tmp_path, "--split", "test", "--protocol", "stream", "--mix_ngram", "4")
-    run = runs.load(tmp_path)
+    run = trained_run.load(tmp_path)
     corpus, first = run.corpus(), tiny_config.data.seq_length
     ngram = KneserNey(corpus.train_ids, 4, run.vocab.size)
 
@@ -258,6 +263,9 @@ def test_on_the_test_split_the_mixture_weight_is_fitted_on_validation(tiny_confi
         return evaluate.per_char_nll(run.graphdef, run.params, ids, evaluate.Scoring("stream", first, 1, 1, 1))
 
     weight = mixture.fit_weight(stream(corpus.val_ids), ngram.per_char_nll(corpus.val_ids, first))
-    assert result["mixture"]["fitted_on"] == "validation" and result["mixture"]["model_weights"] == pytest.approx([weight])
+    assert (
+        result["mixture"]["fitted_on"] == "validation"
+        and result["mixture"]["model_weights"] == pytest.approx([weight])
+    )
     mixed = mixture.mixed_nll(stream(corpus.test_ids), ngram.per_char_nll(corpus.test_ids, first), weight)
     assert result["mixture"]["test_loss"] == pytest.approx(evaluate.average(mixed), rel=1e-6)

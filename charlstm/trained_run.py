@@ -42,8 +42,8 @@ class Run:
     def corpus(self) -> data.Corpus:
         """The run's corpus, re-read from its file; refuses a file that changed since training."""
         corpus = data.load_corpus(self.config.data)
-        info = RunFolder(self.path).read_run_info()
-        if (info and info[0]["corpus"]["sha256"] != corpus.sha256) or corpus.vocab != self.vocab:
+        RunFolder(self.path).check_corpus(corpus)
+        if corpus.vocab != self.vocab:
             raise CharLSTMError(
                 f"the corpus {corpus.source!r} changed since run folder {str(self.path)!r} was trained: "
                 "restore the file it was trained on"
