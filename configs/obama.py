@@ -8,9 +8,8 @@ validation, samples, checkpoints and the exact scoring of the best
 checkpoint included) 51 s; peak RSS 573 MiB. Per epoch, validation uses the
 cheap 'segments' protocol (1.8 s over all 30 epochs); on the best checkpoint
 it, the exact 'window' protocol and 'stream' agree to 1e-6 bits. val_loss
-1.743 (past the Keras lab's 8-minute 2.53 bits per char) comes after 8 s of
-training, at epoch 6. These are the values of configs/default.py;
-configs/obama_best.py trains longer for 1.762.
+1.743 comes after 8 s of training, at epoch 6. These are the values of
+configs/default.py; configs/obama_best.py trains longer for 1.762.
 """
 
 from charlstm import config as config_lib

@@ -55,7 +55,7 @@ def tiny_config(data_dir):
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, data_dir) -> Path:
+def trained_run_folder(tmp_path_factory, data_dir) -> Path:
     """A run folder of configs/tiny.py trained for one epoch, once per session, for tests that only read it."""
     config = config_lib.from_file(REPO / "configs" / "tiny.py")
     config.data.dir = str(data_dir)
@@ -80,3 +80,13 @@ def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.C
 def snapshot(folder: Path) -> dict:
     """Every file under `folder` with its bytes, to show that a refused command changed nothing there."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    """A script's user error: exit code 2 and one `error: ...` line on stderr that has each of `words`."""
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]

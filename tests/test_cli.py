@@ -7,7 +7,7 @@ import pytest
 
 from charlstm import data
 from charlstm.train import train_and_evaluate
-from tests.conftest import run_script, snapshot
+from tests.conftest import assert_one_line_error, run_script, snapshot
 
 
 def train(tmp_path, data_dir, *overrides):
@@ -24,15 +24,6 @@ def test_an_override_takes_effect(tmp_path, data_dir):
     assert [json.loads(line)["epoch"] for line in lines] == [1]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["sample"]["temperatures"] == [0.2, 0.5, 1.0]
     assert "val_bpc" in result.stdout and "--- temperature 1.0:" in result.stdout
-
-
-def assert_one_line_error(result, *words):
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in lines[0]
 
 
 @pytest.mark.parametrize("override, words", [

@@ -112,13 +112,13 @@ def window_nll_directly(run: trained_run.Run, ids: np.ndarray) -> np.ndarray:
     return np.asarray(-jax.nn.log_softmax(logits[:, -1])[np.arange(len(windows)), windows[:, -1]])
 
 
-def test_evaluate_script_scores_the_head_of_the_runs_validation_text(trained_run):
+def test_evaluate_script_scores_the_head_of_the_runs_validation_text(trained_run_folder):
     """Without --text, scripts/evaluate.py scores the run's own validation text at its best checkpoint, only its
     first eval.max_chars characters after the seq_length of context, with the exact window protocol."""
-    result = run_script("evaluate.py", "--workdir", str(trained_run), "--json", "--config.eval.max_chars=300")
+    result = run_script("evaluate.py", "--workdir", str(trained_run_folder), "--json", "--config.eval.max_chars=300")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    run = trained_run.load(trained_run)
+    run = trained_run.load(trained_run_folder)
     head = run.corpus().val_ids[: run.config.data.seq_length + 300]
     expected = float(np.mean(window_nll_directly(run, head)))
     assert report["chars"] == 300 and report["protocol"] == "window" and report["checkpoint_step"] == run.step
@@ -126,11 +126,11 @@ def test_evaluate_script_scores_the_head_of_the_runs_validation_text(trained_run
     assert math.isclose(report["val_bpc"], expected / math.log(2), rel_tol=1e-5)
 
 
-def test_evaluate_script_reproduces_the_final_score_training_wrote(trained_run):
+def test_evaluate_script_reproduces_the_final_score_training_wrote(trained_run_folder):
     """With the run's own settings it scores all of the validation text, as training's final evaluation did."""
-    result = run_script("evaluate.py", "--workdir", str(trained_run), "--json")
+    result = run_script("evaluate.py", "--workdir", str(trained_run_folder), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    final = json.loads((trained_run / "final_metrics.json").read_text())
+    final = json.loads((trained_run_folder / "final_metrics.json").read_text())
     assert report["checkpoint_step"] == final["step"] and report["chars"] == final["val"]["window"]["chars"]
     assert math.isclose(report["val_loss"], final["val"]["window"]["loss"], rel_tol=1e-6)

@@ -39,12 +39,12 @@ def run_outside_the_checkout(installed: Path, cwd: Path, *command: str) -> subpr
                           timeout=300, check=False)
 
 
-def test_an_installed_package_loads_a_run_without_training_code(installed, trained_run, tmp_path):
+def test_an_installed_package_loads_a_run_without_training_code(installed, trained_run_folder, tmp_path):
     program = f"""
 import sys
 import charlstm, charlstm.trained_run, charlstm.sampling
 assert charlstm.__file__.startswith({str(installed)!r}), charlstm.__file__
-run = charlstm.trained_run.load({str(trained_run)!r})
+run = charlstm.trained_run.load({str(trained_run_folder)!r})
 assert run.config.model.units == 32 and run.vocab.size > 10
 print("loaded:", sorted(m for m in {TRAINING_MODULES!r} if m in sys.modules))
 """
@@ -53,10 +53,10 @@ print("loaded:", sorted(m for m in {TRAINING_MODULES!r} if m in sys.modules))
     assert "loaded: []" in result.stdout
 
 
-def test_generate_runs_on_an_installed_package(installed, trained_run, tmp_path):
+def test_generate_runs_on_an_installed_package(installed, trained_run_folder, tmp_path):
     result = run_outside_the_checkout(
-        installed, tmp_path, str(REPO / "scripts" / "generate.py"), f"--workdir={trained_run}", "--prompt=the state",
-        "--length=30", "--config.sample.temperatures=(0.5,)",
+        installed, tmp_path, str(REPO / "scripts" / "generate.py"), f"--workdir={trained_run_folder}",
+        "--prompt=the state", "--length=30", "--config.sample.temperatures=(0.5,)",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the state" in result.stdout

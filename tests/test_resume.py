@@ -148,15 +148,15 @@ def test_a_stop_signal_saves_mid_epoch_and_resumes_exactly(uninterrupted, tmp_pa
 
 KILL_IN_SECOND_CHECKPOINT_WRITE = """
 import os, runpy, signal, sys
-from orbax.checkpoint._src.path import atomicity
-finalize, calls = atomicity.AtomicRenameTemporaryPath.finalize, []
-async def dying_finalize(self, *args, **kwargs):
-    if self.get().parent.name == "checkpoints":  # A whole step, not one of its items.
+rename, calls = os.rename, []
+def dying_rename(source, target, *args, **kwargs):
+    whole_step = os.path.basename(os.path.dirname(os.fspath(target))) == "checkpoints"  # Not one of its items.
+    if "orbax-checkpoint-tmp" in os.fspath(source) and whole_step:
         calls.append(1)
-    if len(calls) == 2:  # Everything of the second checkpoint is written, nothing committed.
-        os.kill(os.getpid(), signal.SIGKILL)
-    return await finalize(self, *args, **kwargs)
-atomicity.AtomicRenameTemporaryPath.finalize = dying_finalize
+        if len(calls) == 2:  # Everything of the second checkpoint is written, nothing committed.
+            os.kill(os.getpid(), signal.SIGKILL)
+    return rename(source, target, *args, **kwargs)
+os.rename = dying_rename
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

@@ -8,8 +8,7 @@ from matplotlib import image
 
 from charlstm import sweep
 from charlstm.errors import CharLSTMError
-from tests.conftest import run_script
-from tests.test_cli import assert_one_line_error
+from tests.conftest import assert_one_line_error, run_script
 
 GRID = ("--grid", "model.units=16,32", "--grid", "train.learning_rate=0.01,0.003")
 RUNS = {
