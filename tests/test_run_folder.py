@@ -1,10 +1,14 @@
 """Run folder guards: the lock, the resume-compatibility check, and bad input changing nothing."""
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import flax
+import jax
 import pytest
 
 from charlstm import CharLSTMError, reports
@@ -133,8 +137,12 @@ def test_bad_corpus_is_one_line_exit_2_and_changes_nothing(trained, tmp_path, ca
 def test_run_info_records_what_repeats_the_run(trained):
     workdir, _ = trained
     (info,) = RunFolder(workdir).read_run_info()
-    assert len(info["corpus"]["sha256"]) == 64 and info["corpus"]["bytes"] > 0
-    assert {"jax", "flax", "optax", "orbax-checkpoint"} <= set(info["packages"])
+    corpus = Path(info["corpus"]["path"]).read_bytes()
+    assert info["corpus"]["sha256"] == hashlib.sha256(corpus).hexdigest()
+    assert info["corpus"]["bytes"] == len(corpus)
+    assert {name: version for name, version in info["packages"].items() if name in ("jax", "flax")} == {
+        "jax": jax.__version__, "flax": flax.__version__
+    }
     assert info["devices"] and "python" in info and "command" in info
 
 
