@@ -18,7 +18,6 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from tensorboardX import SummaryWriter
 
 from charlstm import parallel
 from charlstm.errors import CharLSTMError
@@ -158,6 +157,10 @@ def log_epoch_to_tensorboard(workdir: str | Path, metrics: dict, samples: dict) 
     """
     if not parallel.is_primary():
         return
+    # Imported here, only when TensorBoard logging is on: tensorboardX imports PyTorch where it is
+    # installed, which costs every run seconds of start-up and hundreds of MiB.
+    from tensorboardX import SummaryWriter
+
     epoch = metrics["epoch"]
     logdir = str(Path(workdir) / TENSORBOARD_DIR)
     with SummaryWriter(logdir, purge_step=epoch, filename_suffix=f".epoch{epoch}") as writer:
