@@ -5,10 +5,10 @@
 Measured on a 2-core CPU (`/usr/bin/time -v` of the command above): 30 epochs,
 best val_bpc 2.059 (val_loss 1.427 nats) at epoch 29 after 32 s of training;
 the whole command (start-up, per-epoch validation, samples, checkpoints and
-the exact scoring of the best checkpoint included) 46 s; peak RSS 809 MiB.
+the exact scoring of the best checkpoint included) 45 s; peak RSS 560 MiB.
 Per epoch, validation uses the cheap 'segments' protocol (1.5 s over all 30
 epochs); on the best checkpoint it, the exact 'window' protocol and 'stream'
-agree to 1e-6 bits. val_loss 1.743 comes after 7 s of training, at epoch 6.
+agree to 1e-6 bits. val_loss 1.743 comes after 8 s of training, at epoch 6.
 These are the default values; configs/obama_best.py trains longer for 1.762.
 """
 

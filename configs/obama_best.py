@@ -11,10 +11,10 @@ The lever was the learning rate: at 100 epochs, Adam at 7e-3 gave 1.852,
 
 Measured on an otherwise idle 2-core CPU (the command above): best val_bpc
 1.7623 under the exact window metric (stream the same), at epoch 146 of
-150; 470 s of training, the whole command 8 min 37 s, peak RSS 1,012 MiB.
+150; 463 s of training, the whole command 8 min 29 s, peak RSS 854 MiB.
 Kneser-Ney's best order on the same split, `python scripts/baseline.py
 --config configs/obama.py --orders=12,16,20`, gives 1.8264 (order 20); this
-model passes it at epoch 48, after 147 s of training. With dynamic
+model passes it at epoch 48, after 152 s of training. With dynamic
 evaluation and interpolation with that n-gram, `python scripts/evaluate.py
 --workdir runs/obama_best --dynamic --dynamic_lr 1e-4 --mix_ngram 20`:
 1.6635.
