@@ -84,6 +84,10 @@ def _ids(ids: jax.Array | None) -> jax.Array:
     return jnp.zeros((0,), jnp.int32) if ids is None else ids.astype(jnp.int32)
 
 
+def _time_and_batch(x: jax.Array, ids: jax.Array | None) -> tuple[int, int]:
+    return x.shape[:2] if ids is None else ids.shape
+
+
 def _call(target: str, results, **options):
     """The handler as a function of jax arrays; under jax.vmap it runs once per batch element."""
     return jax.ffi.ffi_call(target, results, vmap_method="sequential", **options)
@@ -91,7 +95,7 @@ def _call(target: str, results, **options):
 
 def _saving_forward(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None):
     """Training's forward pass: hs, cs `[time, batch, units]` and the tanh of every gate."""
-    time, batch = x.shape[:2] if ids is None else ids.shape
+    time, batch = _time_and_batch(x, ids)
     units = kernel.shape[0]
     results = (_float32(time, batch, units), _float32(time, batch, units), _float32(time, batch, 4 * units))
     return _call(FORWARD, results)(kernel, *carry, x, _ids(ids))
@@ -99,7 +103,7 @@ def _saving_forward(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Arra
 
 def _inference(kernel: jax.Array, carry: Carry, x: jax.Array, ids: jax.Array | None):
     """The final carry and hs `[time, batch, units]`, saving nothing for a backward pass."""
-    time, batch = x.shape[:2] if ids is None else ids.shape
+    time, batch = _time_and_batch(x, ids)
     results = (_float32(time, batch, kernel.shape[0]), _float32(*carry[1].shape))
     hs, c = _call(INFERENCE, results)(kernel, *carry, x, _ids(ids))
     return (hs[-1], c), hs
