@@ -3,9 +3,11 @@
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,9 +17,11 @@ from charlstm.ngram import KneserNey
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tests compare implementations to 1e-5: on GPUs with TF32, XLA's and cuDNN's float32 matmuls would
-# otherwise round to 10 bits. No effect on a CPU.
+# Float32 results are checked against float64 references: on GPUs with TF32, XLA's and cuDNN's float32
+# matmuls would otherwise round to 10 bits. No effect on a CPU.
 jax.config.update("jax_default_matmul_precision", "highest")
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
 # metrics.jsonl fields that time the run: the only ones that differ between identical runs.
@@ -27,6 +31,53 @@ TIMINGS = ("seconds", "val_seconds", "chars_per_second")
 def without_timing(metrics: list[dict]) -> list[dict]:
     """Epoch records without their TIMINGS, to compare runs."""
     return [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics]
+
+
+def in_float64(fn: Callable, *args):
+    """`fn(*args)` with jax in 64-bit mode and every floating array of `args` cast to float64, as NumPy
+    arrays: the exact reference that float32 results are measured against."""
+
+    def widen(x):
+        return np.asarray(x, np.float64) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x
+
+    with jax.enable_x64(True):
+        return jax.tree.map(np.asarray, fn(*jax.tree.map(widen, args)))
+
+
+def float32_tolerance(reference32, reference64, factor: float = 4.0) -> float:
+    """What a float32 computation of `reference64` may be off by: `factor` times the largest error of a
+    float32 reference computation (another summation order of the same sums), at least 8 float32 ulps
+    of the largest value. Errors of reassociation differ by machine, thread count and kernel; their
+    size does not."""
+    ref32, ref64 = np.asarray(reference32, np.float64), np.asarray(reference64, np.float64)
+    finite = np.isfinite(ref64)
+    scale = float(np.abs(ref64[finite]).max(initial=1.0))
+    error = float(np.abs(ref32[finite] - ref64[finite]).max(initial=0.0))
+    return max(factor * error, 8 * FLOAT32_EPS * scale)
+
+
+def assert_float32_accurate(actual, reference32, reference64, what: str, factor: float = 4.0) -> None:
+    """Every array of `actual` is as close to its float64 twin in `reference64` as float32 allows
+    (float32_tolerance, from the float32 `reference32`); NaN and infinities must sit where the
+    reference has them. The message names the quantity, the values and the tolerance."""
+    leaves = zip(*(jax.tree.leaves_with_path(t) for t in (actual, reference32, reference64)), strict=True)
+    for (path, got), (_, ref32), (_, ref64) in leaves:
+        name = f"{what}{jax.tree_util.keystr(path)}"
+        got, ref64 = np.asarray(got, np.float64), np.asarray(ref64, np.float64)
+        assert got.shape == ref64.shape, f"{name}: shape {got.shape}, reference {ref64.shape}"
+        finite = np.isfinite(ref64)
+        np.testing.assert_array_equal(got[~finite], ref64[~finite], err_msg=f"{name}: NaN or inf elsewhere")
+        if not finite.any():
+            continue
+        tolerance = float32_tolerance(ref32, ref64, factor)
+        error = np.where(finite, np.abs(got - ref64), 0.0)
+        worst = np.unravel_index(np.argmax(error), error.shape)
+        assert error[worst] <= tolerance, (
+            f"{name}: off the float64 reference by {error[worst]:.3g} at {tuple(map(int, worst))} "
+            f"(got {got[worst]!r}, float64 {ref64[worst]!r}); tolerance {tolerance:.3g} = {factor:g} x the "
+            f"float32 reference's own error {np.abs(np.asarray(ref32, np.float64) - ref64)[finite].max():.3g}, "
+            f"at least 8 ulps"
+        )
 
 
 def vocab_of(text: str) -> data.Vocab:

@@ -21,6 +21,7 @@ from jax.experimental import rnn
 from charlstm import lstm, model
 from charlstm.errors import CharLSTMError
 from charlstm.lstm import cpu_kernel, cudnn
+from tests.conftest import assert_float32_accurate, in_float64
 
 ON_CUDA = cudnn.unavailable(jnp.dtype("float32")) is None
 on_cuda = pytest.mark.skipif(not ON_CUDA, reason="needs one CUDA GPU")
@@ -72,11 +73,16 @@ def outputs_and_grads(scan, layer, cotangents):
     return outputs, vjp(cotangents)
 
 
-def assert_trees_close(expected, actual, tolerance: float = 1e-5) -> None:
-    """Every array of `actual` equals its twin in `expected` to `tolerance`, absolute and relative (NaN
-    matching NaN)."""
-    for want, got in zip(jax.tree.leaves(expected), jax.tree.leaves(actual), strict=True):
-        np.testing.assert_allclose(got, want, atol=tolerance, rtol=tolerance)
+def assert_equals_reference(scan_fn, function, *args) -> None:
+    """`function(scan_fn, *args)` is as close to the float64 reference (autodiff through the cell) as
+    the float32 reference is, within float32_tolerance."""
+    expected32 = function(reference, *args)
+    expected64 = in_float64(functools.partial(function, reference), *args)
+    assert_float32_accurate(jax.jit(functools.partial(function, scan_fn))(*args), expected32, expected64, "lstm")
+
+
+def call(scan_fn, *layer):
+    return scan_fn(*layer)
 
 
 # (batch, time, units, vocab): features and ids, small, and with 37 rows over 30 steps and 128 gate
@@ -86,10 +92,8 @@ PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (37, 30, 32, 0), (37, 30, 32, 9)]
 
 @pytest.mark.parametrize("batch, time, units, vocab", PROBLEMS)
 def test_outputs_and_gradients_equal_autodiff(scan, batch, time, units, vocab):
-    """1e-5: two float32 summation orders over at most 30 steps."""
     layer, cotangents = random_layer(batch=batch, time=time, units=units, vocab=vocab)
-    expected = outputs_and_grads(reference, layer, cotangents)
-    assert_trees_close(expected, jax.jit(functools.partial(outputs_and_grads, scan))(layer, cotangents))
+    assert_equals_reference(scan, outputs_and_grads, layer, cotangents)
 
 
 def test_final_carry_cotangent_alone_reaches_every_input(scan):
@@ -97,17 +101,16 @@ def test_final_carry_cotangent_alone_reaches_every_input(scan):
     layer, (d_hs, d_carry) = random_layer(seed=1)
     cotangents = (jnp.zeros_like(d_hs), d_carry)
     _, expected = outputs_and_grads(reference, layer, cotangents)
-    _, actual = outputs_and_grads(scan, layer, cotangents)
     for want in jax.tree.leaves(expected):
         assert np.abs(want).max() > 0
-    assert_trees_close(expected, actual)
+    assert_equals_reference(scan, outputs_and_grads, layer, cotangents)
 
 
 @pytest.mark.parametrize("batch, time, units, vocab", [(2, 1, 3, 0), *PROBLEMS])
 def test_outputs_without_gradients_equal_autodiff(scan, batch, time, units, vocab):
     """Evaluation and sampling call the layer without differentiating it: the same hs and final (h, c)."""
     layer, _ = random_layer(batch=batch, time=time, units=units, vocab=vocab, seed=2)
-    assert_trees_close(reference(*layer), jax.jit(scan)(*layer))
+    assert_equals_reference(scan, call, *layer)
 
 
 @pytest.mark.parametrize("value", [1e30, -np.inf, np.nan])
@@ -115,9 +118,8 @@ def test_huge_infinite_and_nan_inputs_give_what_autodiff_gives(scan, value):
     """The gates saturate for huge and infinite pre-activations and keep NaN: a diverged run shows NaN."""
     (*weights, carry, x), _ = random_layer(seed=3)
     x = x.at[2, 1, 0].set(value)  # One feature of one row at step 2: its pre-activations become +-value.
-    expected = reference(*weights, carry, x)
-    assert np.isnan(expected[0]).any() == np.isnan(value)
-    assert_trees_close(expected, jax.jit(scan)(*weights, carry, x))
+    assert np.isnan(reference(*weights, carry, x)[0]).any() == np.isnan(value)
+    assert_equals_reference(scan, call, *weights, carry, x)
 
 
 def test_ids_outside_the_vocabulary_are_clipped_alike_everywhere(scan):
@@ -125,14 +127,15 @@ def test_ids_outside_the_vocabulary_are_clipped_alike_everywhere(scan):
     (unsettled, jnp would wrap -1 and the CPU kernel clamp it; XLA would drop a gradient the kernel adds)."""
     (input_kernel, *rest, carry, ids), cotangents = random_layer(vocab=4, seed=4)
     ids = ids.at[0, 0].set(-1).at[1, 2].set(-9).at[3, 1].set(4).at[5, 0].set(9)
-    one_hot = jax.nn.one_hot(np.clip(ids, 0, 3), 4)
+    one_hot = np.asarray(jax.nn.one_hot(np.clip(ids, 0, 3), 4))
+    layer = (input_kernel, *rest, carry, ids)
 
     def through_one_hot(input_kernel, recurrent_kernel, bias, carry, ids):
-        return reference(input_kernel, recurrent_kernel, bias, carry, one_hot)
+        return reference(input_kernel, recurrent_kernel, bias, carry, one_hot.astype(input_kernel.dtype))
 
-    expected = outputs_and_grads(through_one_hot, (input_kernel, *rest, carry, ids), cotangents)
-    actual = outputs_and_grads(scan, (input_kernel, *rest, carry, ids), cotangents)
-    assert_trees_close(expected, actual)
+    expected32 = outputs_and_grads(through_one_hot, layer, cotangents)
+    expected64 = in_float64(functools.partial(outputs_and_grads, through_one_hot), layer, cotangents)
+    assert_float32_accurate(outputs_and_grads(scan, layer, cotangents), expected32, expected64, "clipped ids")
 
 
 @pytest.mark.parametrize("time, batch", [(0, 3), (4, 0)])
@@ -140,7 +143,8 @@ def test_no_steps_or_no_rows_give_empty_outputs_and_the_carry(scan, time, batch)
     layer, _ = random_layer(batch=batch, time=time, vocab=4)
     hs, carry = jax.jit(scan)(*layer)
     assert hs.shape == (time, batch, 5)
-    assert_trees_close(layer[3], carry)
+    for want, got in zip(layer[3], carry, strict=True):
+        np.testing.assert_array_equal(got, want)  # Passed through, untouched.
     grads = jax.grad(lambda carry: jnp.sum(scan(*layer[:3], carry, layer[4])[1][1]))(layer[3])
     np.testing.assert_array_equal(grads[1], np.ones((batch, 5)))  # The carry passes through unchanged.
 
@@ -149,9 +153,14 @@ def test_vmap_over_the_layer_equals_one_call_per_element(scan):
     """jax.vmap over a leading axis of the inputs (e.g. an ensemble's carries) equals separate calls."""
     layers = [random_layer(vocab=4, seed=seed)[0] for seed in (5, 6)]
     stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
-    actual = jax.jit(jax.vmap(scan))(*stacked)
-    expected = jax.tree.map(lambda *xs: jnp.stack(xs), *[reference(*layer) for layer in layers])
-    assert_trees_close(expected, actual)
+
+    def per_element(scan_fn, *stacked):
+        layers = [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(2)]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *[scan_fn(*layer) for layer in layers])
+
+    reference_per_element = functools.partial(per_element, reference)
+    expected32, expected64 = reference_per_element(*stacked), in_float64(reference_per_element, *stacked)
+    assert_float32_accurate(jax.jit(jax.vmap(scan))(*stacked), expected32, expected64, "vmap")
 
 
 @pytest.mark.parametrize("name", ["xla", "autodiff"])
@@ -172,7 +181,8 @@ def test_bfloat16_keeps_dtypes_and_stays_close_to_float32(name, vocab):
 
 def charlstm_value_and_grads(lstm_impl: str, stateful: bool):
     """Loss and gradients (params, initial state) of a two-layer CharLSTM (ids into the first layer,
-    features into the second, a head, the final state's values in the loss) on `lstm_impl`."""
+    features into the second, a head, the final state's values in the loss) on `lstm_impl`, and the
+    function that computes them from (params, state), to compute them again in float64."""
     net = model.CharLSTM(vocab_size=9, units=8, num_layers=2, lstm_impl=lstm_impl, rngs=nnx.Rngs(0))
     ids = jax.random.randint(jax.random.key(1), (4, 11), 0, 9)
     state = jax.tree.map(lambda x: x + 0.3, net.initial_state(4)) if stateful else None
@@ -183,7 +193,8 @@ def charlstm_value_and_grads(lstm_impl: str, stateful: bool):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
         return ce + sum(jnp.sum(h) * 0.1 + jnp.sum(c) * 0.2 for h, c in final)
 
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, state)
+    value_and_grads = jax.value_and_grad(loss, argnums=(0, 1))
+    return jax.jit(value_and_grads)(params, state), value_and_grads, (params, state)
 
 
 @pytest.mark.parametrize("stateful", [False, True])
@@ -191,7 +202,9 @@ def charlstm_value_and_grads(lstm_impl: str, stateful: bool):
 def test_charlstm_trains_on_the_same_gradients_with_every_implementation(name, stateful):
     if reason := lstm.IMPLEMENTATIONS[name].unavailable(jnp.dtype("float32")):
         pytest.skip(f"{name} cannot run here: {reason}")
-    assert_trees_close(charlstm_value_and_grads("autodiff", stateful), charlstm_value_and_grads(name, stateful))
+    expected32, value_and_grads, arguments = charlstm_value_and_grads("autodiff", stateful)
+    expected64 = in_float64(value_and_grads, *arguments)
+    assert_float32_accurate(charlstm_value_and_grads(name, stateful)[0], expected32, expected64, "CharLSTM")
 
 
 def test_auto_takes_the_first_that_runs_and_a_name_that_cannot_run_is_one_clear_error():
