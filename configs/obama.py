@@ -8,8 +8,8 @@ the whole command (start-up, per-epoch validation, samples, checkpoints and
 the exact scoring of the best checkpoint included) 45 s; peak RSS 560 MiB.
 Per epoch, validation uses the cheap 'segments' protocol (1.5 s over all 30
 epochs); on the best checkpoint it, the exact 'window' protocol and 'stream'
-agree to 1e-6 bits. val_loss 1.743 comes after 8 s of training, at epoch 6.
-These are the default values; configs/obama_best.py trains longer for 1.762.
+agree to 1e-6 bits (docs/metric.md). Its curve is in README. These are the
+default values; configs/obama_best.py trains a larger, regularised model longer.
 """
 
 from charlstm import config as config_lib

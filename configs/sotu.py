@@ -15,10 +15,10 @@ minutes at this width (`python scripts/evaluate.py --workdir runs/sotu
 
 Measured on an otherwise idle 2-core CPU (the command above): val_bpc 1.9326
 (stream, epoch 4) after 536 s of training, the whole command 9 min 51 s,
-peak RSS 983 MiB. Kneser-Ney's best order on the same split, `python
-scripts/baseline.py --config configs/sotu.py --orders=4,6,8,10,12`, is 8 at
-1.8865; interpolated with it (`python scripts/evaluate.py --workdir runs/sotu
---protocol stream --mix_ngram 8`) this model gives 1.7787.
+peak RSS 983 MiB. Interpolated with Kneser-Ney's best order on the same
+split, 8 (docs/results.md has the baselines and this model's curve), `python
+scripts/evaluate.py --workdir runs/sotu --protocol stream --mix_ngram 8`
+gives 1.7787.
 """
 
 from charlstm import config as config_lib

@@ -4,8 +4,8 @@
 
 The corpus of configs/sotu.py (10.7 million training characters) for a model
 it can feed: about 21M parameters, float32 so that the LSTM layers run cuDNN
-(README, "Speed"), batch 256 (any device count that divides it splits each
-batch; README, "Scaling out"), 8 epochs, Adam with a cosine decay, dropout
+(docs/speed.md), batch 256 (any device count that divides it splits each
+batch; docs/scaling-out.md), 8 epochs, Adam with a cosine decay, dropout
 between layers against the two centuries of older prose the model could
 memorise. Sized from an estimate of cuDNN's speed on one recent GPU (a few
 hundred thousand characters per second at this width), not measured: no GPU

@@ -3,7 +3,7 @@
     python scripts/train.py --config configs/text_file.py --config.data.path=corpus.txt --workdir runs/mine
 
 Meant for one GPU with 16 GB or more (A100, H100, L4) or one TPU v4/v5e host;
-several devices split each batch (README, "Scaling out"). The text is kept as
+several devices split each batch (docs/scaling-out.md). The text is kept as
 it is: every character, case and all (data.keep_chars=""), so the vocabulary
 is whatever the file holds. Of 200 MB, 198 MB train: one epoch is about 6,000
 steps of 256 windows of 128 characters. Validation is the last 1%; each
@@ -13,7 +13,7 @@ an epoch. Without --config.data.path the run stops with a one-line error.
 
 Not measured on a GPU or TPU (none was available while it was written). On the
 2-core CPU it was written on, loading a 200 MB corpus takes under 2 GiB of
-memory: scripts/benchmark_memory.py.
+memory (docs/scaling-out.md, from scripts/benchmark_memory.py).
 """
 
 from charlstm import config as config_lib
