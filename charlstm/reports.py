@@ -71,7 +71,12 @@ def marked_sample(prompt: str, text: str) -> str:
 
 
 def plot_run_curves(metrics: list[dict], path: Path, title: str) -> None:
-    """Train and validation bits per character per epoch, the best validation epoch marked, as a PNG at `path`."""
+    """Writes `run_curves` as a PNG at `path`."""
+    _save(run_curves(metrics, title), path)
+
+
+def run_curves(metrics: list[dict], title: str) -> Figure:
+    """Train and validation bits per character per epoch, the best validation epoch marked."""
     epochs = [m["epoch"] for m in metrics]
     best = min(metrics, key=lambda m: m["val_loss"])
     fig = Figure(figsize=(7, 4.5), layout="constrained")
@@ -89,7 +94,7 @@ def plot_run_curves(metrics: list[dict], path: Path, title: str) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return fig
 
 
 def samples_markdown(metrics: list[dict], samples: list[dict]) -> str:
