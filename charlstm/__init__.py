@@ -30,7 +30,8 @@ Using a trained model
     ngram mixture   the Kneser-Ney baseline and interpolation with it
     novelty         how much of a sample is copied from the training text
 Experiments and scripts
-    reports sweep   curves, samples.md, leaderboards, TensorBoard; grids of runs
+    reports sweep   curves, samples.md, leaderboards, TensorBoard; grids of runs, sweep folders as runs
+    benchmarks      what scripts/benchmark.py times, one module per section, each a function
     cli errors      what the scripts share (flags, exit codes, malloc); the user-error type
 """
 

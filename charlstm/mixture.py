@@ -4,11 +4,19 @@ p(c | h) = w · p_model(c | h) + (1 − w) · p_ngram(c | h): a mixture of two
 distributions is one, and it is scored from each model's NLL of the actual
 next character alone. The weight w is fitted by EM on one text and reported on
 another, never on the text it was fitted on.
+
+`ngram_mixture` is the policy scripts/evaluate.py applies: a Kneser-Ney model
+of the asked order fitted on the run's training text, its weight fitted on
+validation when the test split is scored, else on each half of the scored text
+and applied to the other.
 """
 
 import numpy as np
 
+from charlstm import evaluate
+from charlstm.data import Corpus
 from charlstm.errors import CharLSTMError
+from charlstm.ngram import KneserNey
 
 # EM stops when the weight moves less than this, or after MAX_ITERATIONS.
 TOLERANCE, MAX_ITERATIONS = 1e-7, 500
@@ -54,3 +62,41 @@ def cross_fitted_nll(nll_model: np.ndarray, nll_ngram: np.ndarray) -> tuple[np.n
         mixed_nll(nll_model[half:], nll_ngram[half:], w_first),
     ])
     return nll, (w_second, w_first)
+
+
+def check_order(order: int, seq_length: int) -> None:
+    """Refuses an n-gram order whose context does not fit in the run's data.seq_length, before any scoring."""
+    if order - 1 > seq_length:
+        raise CharLSTMError(
+            f"--mix_ngram={order} needs {order - 1} characters of context: use an order "
+            f"<= seq_length + 1 = {seq_length + 1}"
+        )
+
+
+def fits_on_validation(label: str) -> bool:
+    """Whether the mixture scoring `label` ('val', 'test' or 'text') fits its weight on validation: the test
+    split does, as a weight is tuned on validation; any other text fits on halves of itself."""
+    return label == "test"
+
+
+def ngram_mixture(
+    corpus: Corpus, order: int, first: int, scored: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """The model mixed with a Kneser-Ney model of `order` on `corpus`'s training text: the mixed NLL `[n]`
+    of the characters at position >= `first` of `scored` (ids `[first + n]`, the model's NLL `[n]`) and
+    what it took (order, Kneser-Ney alone, weights, the text they were fitted on). With `validation`
+    (ids and the model's NLL, likewise) the weight is fitted there, else cross-fitted on the scored halves."""
+    (ids, nll), ngram = scored, KneserNey(corpus.train_ids, order, corpus.vocab.size)
+    ngram_nll = ngram.per_char_nll(ids, first)
+    if validation is not None:
+        val_ids, val_nll = validation
+        weights = (fit_weight(val_nll, ngram.per_char_nll(val_ids, first)),)
+        fitted_on = "validation"
+        result = mixed_nll(nll, ngram_nll, weights[0])
+    else:
+        result, weights = cross_fitted_nll(nll, ngram_nll)
+        fitted_on = "the other half of the scored text"
+    info = {"order": order, "ngram_bpc": evaluate.bits_per_char(evaluate.average(ngram_nll)),
+            "model_weights": list(weights), "fitted_on": fitted_on}
+    return result, info

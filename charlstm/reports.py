@@ -71,23 +71,30 @@ def marked_sample(prompt: str, text: str) -> str:
 
 
 def plot_run_curves(metrics: list[dict], path: Path, title: str) -> None:
-    """Train and validation loss per epoch, the best validation epoch marked, as a PNG at `path`."""
+    """Writes `run_curves` as a PNG at `path`."""
+    _save(run_curves(metrics, title), path)
+
+
+def run_curves(metrics: list[dict], title: str) -> Figure:
+    """Train and validation bits per character per epoch, the best validation epoch marked."""
     epochs = [m["epoch"] for m in metrics]
     best = min(metrics, key=lambda m: m["val_loss"])
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(epochs, [m["train_loss"] for m in metrics], "o-", ms=3, label="train loss (mean over the epoch)")
-    ax.plot(epochs, [m["val_loss"] for m in metrics], "o-", ms=3, label="validation loss (end of the epoch)")
+    train_bpc, val_bpc = [bits_per_char(m["train_loss"]) for m in metrics], [m["val_bpc"] for m in metrics]
+    ax.plot(epochs, train_bpc, "o-", ms=3, label="train bits per character (mean over the epoch)")
+    protocol = f"{best['val_protocol']} protocol, " if "val_protocol" in best else ""
+    ax.plot(epochs, val_bpc, "o-", ms=3, label=f"validation bits per character ({protocol}end of the epoch)")
     ax.axvline(best["epoch"], color="grey", ls=":", lw=1)
     ax.plot(
-        best["epoch"], best["val_loss"], "*", ms=14, color="crimson",
-        label=f"best: epoch {best['epoch']}, val_loss {best['val_loss']:.3f} ({best['val_bpc']:.3f} bits/char)",
+        best["epoch"], best["val_bpc"], "*", ms=14, color="crimson",
+        label=f"best: epoch {best['epoch']}, val_bpc {best['val_bpc']:.3f}",
     )
-    ax.set(xlabel="epoch", ylabel="loss (nats per character)", title=title)
+    ax.set(xlabel="epoch", ylabel="bits per character", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return fig
 
 
 def samples_markdown(metrics: list[dict], samples: list[dict]) -> str:
@@ -179,13 +186,19 @@ def _labels(paths: list[Path]) -> list[str]:
     return [str(p.resolve().relative_to(common)) for p in paths]
 
 
+def not_a_run(path: Path) -> str | None:
+    """Why `path` is no run folder to compare ('is a file', no metrics.jsonl or config.json), or None."""
+    if path.is_file():
+        return f"{str(path)!r} is a file, not a run folder"
+    if not (path / "metrics.jsonl").is_file() or not (path / "config.json").is_file():
+        return f"{str(path)!r} is not a run folder (no metrics.jsonl or config.json)"
+    return None
+
+
 def _read_run(path: Path) -> tuple[dict, list[dict], list[dict], dict]:
     """A finished-epoch run's config (flattened), metrics, samples and final metrics; refuses anything else."""
-    if not (path / "metrics.jsonl").is_file() or not (path / "config.json").is_file():
-        raise CharLSTMError(
-            f"{str(path)!r} is not a run folder (no metrics.jsonl or config.json): "
-            "give folders written by scripts/train.py or scripts/sweep.py"
-        )
+    if reason := not_a_run(path):
+        raise CharLSTMError(f"{reason}: give folders written by scripts/train.py or scripts/sweep.py")
     run = RunFolder(path)
     metrics = run.read_metrics()
     if not metrics:

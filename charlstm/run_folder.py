@@ -77,6 +77,16 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def refuse_file(path: str | Path) -> None:
+    """Raises CharLSTMError when `path`, meant to be a run folder, or a folder above it is a file: a
+    message saying so beats one saying that the folder does not exist or cannot be created."""
+    path = Path(path)
+    if path.is_file():
+        raise CharLSTMError(f"{str(path)!r} is a file, not a run folder: give the folder a run was trained in")
+    if file := next((parent for parent in path.parents if parent.is_file()), None):
+        raise CharLSTMError(f"run folder {str(path)!r} is inside {str(file)!r}, which is a file: give a folder")
+
+
 class RunFolder:
     """A run folder on disk; creating the object creates the folder."""
 
@@ -85,6 +95,7 @@ class RunFolder:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
+            refuse_file(self.path)
             raise CharLSTMError(
                 f"cannot create run folder {str(self.path)!r}: {e.strerror}: give a --workdir you can write to"
             ) from None

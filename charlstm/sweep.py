@@ -139,6 +139,32 @@ def is_finished(workdir: Path, config: ml_collections.ConfigDict) -> bool:
     )
 
 
+def is_sweep_folder(path: Path) -> bool:
+    """Whether `path` is a sweep folder: not a run itself, but holding a leaderboard or run folders."""
+    if not path.is_dir() or reports.not_a_run(path) is None:
+        return False
+    return (path / LEADERBOARD_MD).is_file() or any(reports.not_a_run(child) is None for child in path.iterdir())
+
+
+def expand_runs(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """The run folders among `paths`, each sweep folder replaced by its runs (by name), once each, and a
+    line saying why for each path skipped (a file, a folder that holds no run); refuses when none is left."""
+    runs, skipped = {}, []
+    for path in map(Path, paths):
+        if is_sweep_folder(path):
+            inside = [child for child in sorted(path.iterdir()) if child.is_dir()]
+        else:
+            inside = [path]
+        for candidate in inside:
+            if reason := reports.not_a_run(candidate):
+                skipped.append(reason)
+            else:
+                runs.setdefault(candidate.resolve(), candidate)
+    if not runs:
+        raise CharLSTMError(f"{'; '.join(skipped)}: give folders written by scripts/train.py or scripts/sweep.py")
+    return list(runs.values()), skipped
+
+
 def write_leaderboard(sweep_dir: Path, run_dirs: list[Path]) -> list[dict]:
     """leaderboard.md, leaderboard.csv and validation_curves.png of the runs; returns the rows."""
     rows = reports.compare_runs(run_dirs, sweep_dir / CURVES_PNG)

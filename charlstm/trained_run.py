@@ -23,7 +23,7 @@ from charlstm.checkpoints import Checkpoints, first_line
 from charlstm.errors import CharLSTMError
 from charlstm.model import create_model, split_model
 from charlstm.optimizer import make_optimizer
-from charlstm.run_folder import RunFolder
+from charlstm.run_folder import RunFolder, refuse_file
 
 default_config = config_lib.default_config  # What the scripts' --config.* overrides are typed by.
 
@@ -102,6 +102,7 @@ def checkpoint_step(checkpoints: Checkpoints, which: str) -> int:
 def load(workdir: str | Path, checkpoint: str = "best", overrides: dict | None = None) -> Run:
     """The run in `workdir` at `checkpoint` ('best', 'latest' or a step number); only its params are read."""
     workdir = Path(workdir)
+    refuse_file(workdir)
     if not workdir.is_dir():
         raise CharLSTMError(
             f"run folder {str(workdir)!r} does not exist: train one with scripts/train.py --workdir {workdir}"

@@ -16,7 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from charlstm import cli, evaluate
-from charlstm.data import load_corpus
+from charlstm.data import Corpus, load_corpus
 from charlstm.errors import CharLSTMError
 from charlstm.ngram import KneserNey
 
@@ -45,22 +45,29 @@ def parse_orders(text: str, seq_length: int) -> list[int]:
     return list(dict.fromkeys(orders))
 
 
-def main() -> None:
-    data = _CONFIG.value.data
-    orders = parse_orders(_ORDERS.value, data.seq_length)
-    corpus = load_corpus(data)
+def score_orders(corpus: Corpus, orders: list[int], seq_length: int) -> list[dict]:
+    """Per order: a Kneser-Ney model fitted on `corpus`'s training text, its loss and bpc on each held-out
+    split (characters at position >= `seq_length`), and the seconds that took."""
     results = []
-    splits = corpus.held_out()
     for order in orders:
         start = time.perf_counter()
         model = KneserNey(corpus.train_ids, order, corpus.vocab.size)
         result = {"order": order}
-        for split, ids in splits.items():
-            loss = evaluate.average(model.per_char_nll(ids, data.seq_length))
+        for split, ids in corpus.held_out().items():
+            loss = evaluate.average(model.per_char_nll(ids, seq_length))
             result.update({f"{split}_loss": loss, f"{split}_bpc": evaluate.bits_per_char(loss)})
         results.append({**result, "seconds": time.perf_counter() - start})
+    return results
+
+
+def main() -> None:
+    data, as_json = _CONFIG.value.data, _JSON.value
+    orders = parse_orders(_ORDERS.value, data.seq_length)
+    corpus = load_corpus(data)
+    splits = corpus.held_out()
+    results = score_orders(corpus, orders, data.seq_length)
     best = min(results, key=lambda r: r["val_loss"])
-    if _JSON.value:
+    if as_json:
         print(json.dumps({
             "corpus": corpus.source, "train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids),
             "test_chars": len(corpus.test_ids), "vocab_size": corpus.vocab.size, "seq_length": data.seq_length,

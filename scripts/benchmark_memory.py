@@ -46,8 +46,8 @@ def write_corpus(path: Path, n_bytes: int, seed: int = 0) -> None:
             written += f.write(block.replace(b"~", "é".encode()))
 
 
-def measure(config, folder: Path) -> dict:
-    """Seconds and peak RSS after each phase of training on the corpus at config.data.path."""
+def measure(config, folder: Path, steps: int) -> dict:
+    """Seconds and peak RSS after each phase of training `steps` steps on the corpus at config.data.path."""
     results, began = {}, time.perf_counter()
 
     def phase(name: str) -> None:
@@ -59,10 +59,10 @@ def measure(config, folder: Path) -> dict:
     phase("load_corpus")
     placement = train.shardings()
     graphdef, params, zero_carry = train.placed_model(config, corpus.vocab.size, placement)
-    tx = train.make_optimizer(config.train, _STEPS.value)
+    tx = train.make_optimizer(config.train, steps)
     state = train.initial_state(params, tx, zero_carry)
     train_ids = parallel.put(corpus.train_ids, placement["replicated"])
-    starts = train.window_starts(corpus, config, 1)[: _STEPS.value]
+    starts = train.window_starts(corpus, config, 1)[:steps]
     phase("model_and_ids")
     checkpoints = Checkpoints(folder)
     step = train.make_train_step(config, graphdef, tx)
@@ -86,7 +86,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         config.data.path = str(Path(folder) / "corpus.txt")
         write_corpus(Path(config.data.path), _MB.value * 10**6)
-        results = measure(config, Path(folder) / "run")
+        results = measure(config, Path(folder) / "run", _STEPS.value)
     print(f"{_MB.value} MB corpus: {results['train_chars']:,} train + {results['val_chars']:,} validation "
           f"characters, vocabulary of {results['vocab']} as {results['ids_dtype']}; {parallel.make_mesh().size} "
           f"device(s), batch {config.train.batch_size}, "

@@ -29,7 +29,6 @@ from absl import flags
 from charlstm import cli, data, dynamic_eval, evaluate, mixture, trained_run
 from charlstm.config import PROTOCOLS
 from charlstm.errors import CharLSTMError
-from charlstm.ngram import KneserNey
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder made by scripts/train.py.")
 _TEXT = flags.DEFINE_string("text", "", "UTF-8 text file to score; empty: the run's own --split.")
@@ -58,23 +57,24 @@ cli.define_config_overrides(
 flags.mark_flags_as_required(["workdir"])
 
 
-def text_ids(run: trained_run.Run, corpus: data.Corpus | None, split: str) -> tuple[str, np.ndarray]:
-    """What to score: a name for it and its ids `[n]`, from --text or the run's `split` of `corpus`."""
-    if _TEXT.value:
-        text, d, removal = data.read_text(_TEXT.value).text, run.config.data, data.Removal()
+def text_ids(run: trained_run.Run, corpus: data.Corpus | None, text_path: str, split: str) -> tuple[str, np.ndarray]:
+    """What to score: a name for it and its ids `[n]`, from the file `text_path` or, when that is empty, the
+    run's `split` of `corpus`."""
+    if text_path:
+        text, d, removal = data.read_text(text_path).text, run.config.data, data.Removal()
         removal.add(text, d.keep_chars)
         kept = set(data.clean_text(text, d.keep_chars, d.lowercase))
-        warning = data.check_cleaning(removal, kept, repr(_TEXT.value))
-        ids, warnings = run.encode(text, f"text of {_TEXT.value!r}")
+        warning = data.check_cleaning(removal, kept, repr(text_path))
+        ids, warnings = run.encode(text, f"text of {text_path!r}")
         warnings += [warning] if warning else []
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
         if len(ids) <= run.config.data.seq_length:
             raise CharLSTMError(
-                f"{_TEXT.value!r} has {len(ids)} characters after cleaning; scoring needs more than "
+                f"{text_path!r} has {len(ids)} characters after cleaning; scoring needs more than "
                 f"data.seq_length={run.config.data.seq_length}: give a longer text"
             )
-        return _TEXT.value, ids
+        return text_path, ids
     if split == "test" and not len(corpus.test_ids):
         raise CharLSTMError(
             f"run folder {str(run.path)!r} has no test split (data.test_fraction=0): score --split val, "
@@ -96,74 +96,51 @@ def check_flags() -> None:
         tuning := [f.name for f in (_DYNAMIC_LR, _DYNAMIC_DECAY, _DYNAMIC_SEGMENT) if f.present]
     ):
         raise CharLSTMError(f"--{tuning[0]} only acts with --dynamic: add --dynamic, or drop it")
-    dynamic_settings().check()
 
 
-def check_order(run: trained_run.Run) -> None:
-    """Refuses a --mix_ngram order whose context does not fit in the run's data.seq_length, before any scoring."""
-    if _MIX_NGRAM.value - 1 > run.config.data.seq_length:
-        raise CharLSTMError(
-            f"--mix_ngram={_MIX_NGRAM.value} needs {_MIX_NGRAM.value - 1} characters of context: use an order "
-            f"<= seq_length + 1 = {run.config.data.seq_length + 1}"
-        )
+def protocol_name(protocol: str, dynamic: dynamic_eval.Settings | None) -> str:
+    """How the model scored: `protocol`, or dynamic evaluation with its settings when `dynamic` is given."""
+    if dynamic is None:
+        return protocol
+    return f"dynamic (lr {dynamic.learning_rate:g}, decay {dynamic.decay:g}, segment {dynamic.segment_length})"
 
 
-def dynamic_settings() -> dynamic_eval.Settings:
-    return dynamic_eval.Settings(_DYNAMIC_LR.value, _DYNAMIC_DECAY.value, _DYNAMIC_SEGMENT.value)
-
-
-def protocol_name() -> str:
-    if not _DYNAMIC.value:
-        return _PROTOCOL.value
-    s = dynamic_settings()
-    return f"dynamic (lr {s.learning_rate:g}, decay {s.decay:g}, segment {s.segment_length})"
-
-
-def model_nll(run: trained_run.Run, corpus: data.Corpus | None, ids: np.ndarray) -> np.ndarray:
-    """The run's NLL `[n]` of the scored characters of `ids`, under --protocol or --dynamic (which
-    reads `corpus`'s training text)."""
+def model_nll(
+    run: trained_run.Run, corpus: data.Corpus | None, ids: np.ndarray, protocol: str,
+    dynamic: dynamic_eval.Settings | None,
+) -> np.ndarray:
+    """The run's NLL `[n]` of the scored characters of `ids`, under `protocol` or, when given, dynamic
+    evaluation with `dynamic` (which reads `corpus`'s training text)."""
     first = run.config.data.seq_length
-    if _DYNAMIC.value:
-        return dynamic_eval.per_char_nll(run.graphdef, run.params, ids, first, corpus.train_ids, dynamic_settings())
-    return evaluate.per_char_nll(
-        run.graphdef, run.params, ids, evaluate.Scoring.from_config(run.config, _PROTOCOL.value)
-    )
-
-
-def mixed(run: trained_run.Run, corpus: data.Corpus, ids: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, dict]:
-    """--mix_ngram: the interpolated NLL `[n]` and what it took (order, Kneser-Ney alone, weights)."""
-    first = run.config.data.seq_length
-    ngram = KneserNey(corpus.train_ids, _MIX_NGRAM.value, corpus.vocab.size)
-    ngram_nll = ngram.per_char_nll(ids, first)
-    if _SPLIT.value == "test" and not _TEXT.value:
-        val_ids = evaluate.scored_ids(corpus.val_ids, run.config)
-        weights = (mixture.fit_weight(model_nll(run, corpus, val_ids), ngram.per_char_nll(val_ids, first)),)
-        fitted_on = "validation"
-        result = mixture.mixed_nll(nll, ngram_nll, weights[0])
-    else:
-        result, weights = mixture.cross_fitted_nll(nll, ngram_nll)
-        fitted_on = "the other half of the scored text"
-    info = {"order": _MIX_NGRAM.value, "ngram_bpc": evaluate.bits_per_char(evaluate.average(ngram_nll)),
-            "model_weights": list(weights), "fitted_on": fitted_on}
-    return result, info
+    if dynamic is not None:
+        return dynamic_eval.per_char_nll(run.graphdef, run.params, ids, first, corpus.train_ids, dynamic)
+    return evaluate.per_char_nll(run.graphdef, run.params, ids, evaluate.Scoring.from_config(run.config, protocol))
 
 
 def main() -> None:
     check_flags()
+    text_path, split, protocol, order = _TEXT.value, _SPLIT.value, _PROTOCOL.value, _MIX_NGRAM.value
+    settings = dynamic_eval.Settings(_DYNAMIC_LR.value, _DYNAMIC_DECAY.value, _DYNAMIC_SEGMENT.value)
+    settings.check()
+    dynamic = settings if _DYNAMIC.value else None
     run = trained_run.load(_WORKDIR.value, _CHECKPOINT.value, cli.config_overrides())
-    check_order(run)
-    needs_corpus = not _TEXT.value or _DYNAMIC.value or _MIX_NGRAM.value
+    mixture.check_order(order, run.config.data.seq_length)
+    needs_corpus = not text_path or dynamic or order
     corpus = run.corpus() if needs_corpus else None  # Read (and checked) once: it may be large.
-    name, ids = text_ids(run, corpus, _SPLIT.value)
-    label = "text" if _TEXT.value else _SPLIT.value
-    nll = model_nll(run, corpus, ids)
+    name, ids = text_ids(run, corpus, text_path, split)
+    label = "text" if text_path else split
+    nll = model_nll(run, corpus, ids, protocol, dynamic)
     loss = evaluate.average(nll)
     result = {
-        "text": name, "checkpoint_step": run.step, "protocol": protocol_name(), "chars": len(nll),
+        "text": name, "checkpoint_step": run.step, "protocol": protocol_name(protocol, dynamic), "chars": len(nll),
         f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss),
     }
-    if _MIX_NGRAM.value:
-        nll, info = mixed(run, corpus, ids, nll)
+    if order:
+        validation = None
+        if mixture.fits_on_validation(label):
+            val_ids = evaluate.scored_ids(corpus.val_ids, run.config)
+            validation = val_ids, model_nll(run, corpus, val_ids, protocol, dynamic)
+        nll, info = mixture.ngram_mixture(corpus, order, run.config.data.seq_length, (ids, nll), validation)
         loss = evaluate.average(nll)
         result["mixture"] = {**info, f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss)}
     if _JSON.value:

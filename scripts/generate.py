@@ -43,11 +43,11 @@ cli.define_config_overrides(
 flags.mark_flags_as_required(["workdir"])
 
 
-def choose_prompt(run: trained_run.Run, corpus: data.Corpus | None) -> np.ndarray:
-    """Ids of --prompt, or of a random validation window picked by --seed when it is empty."""
-    if not _PROMPT.value:
-        return data.random_window(corpus.val_ids, run.config.data.seq_length, np.random.default_rng(_SEED.value))
-    ids, warnings = run.encode(_PROMPT.value, "prompt")
+def choose_prompt(run: trained_run.Run, corpus: data.Corpus | None, prompt: str, seed: int) -> np.ndarray:
+    """Ids of `prompt`, or of a random validation window of `corpus` picked by `seed` when it is empty."""
+    if not prompt:
+        return data.random_window(corpus.val_ids, run.config.data.seq_length, np.random.default_rng(seed))
+    ids, warnings = run.encode(prompt, "prompt")
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if not len(ids):
@@ -58,6 +58,7 @@ def choose_prompt(run: trained_run.Run, corpus: data.Corpus | None) -> np.ndarra
 
 
 def main() -> None:
+    prompt_text, seed, num_samples, novel = _PROMPT.value, _SEED.value, _NUM_SAMPLES.value, _NOVELTY.value
     overrides = cli.config_overrides()
     if _LENGTH.value is not None:
         overrides["sample.length"] = _LENGTH.value
@@ -67,15 +68,15 @@ def main() -> None:
             f"a sample length of {run.config.sample.length:,} characters is over --max_length={_MAX_LENGTH.value:,}: "
             "samples print only when complete, which may take minutes; pass a larger --max_length to allow it"
         )
-    corpus = run.corpus() if _NOVELTY.value or not _PROMPT.value else None
-    prompt = choose_prompt(run, corpus)
-    temperatures, keys = sampling.sample_rows(run.config.sample.temperatures, _NUM_SAMPLES.value, _SEED.value)
+    corpus = run.corpus() if novel or not prompt_text else None
+    prompt = choose_prompt(run, corpus, prompt_text, seed)
+    temperatures, keys = sampling.sample_rows(run.config.sample.temperatures, num_samples, seed)
     texts = sampling.sample_texts(run.graphdef, run.params, run.vocab, prompt, temperatures, keys, run.config.sample)
-    train_text = run.vocab.decode(corpus.train_ids) if _NOVELTY.value else ""
+    train_text = run.vocab.decode(corpus.train_ids) if novel else ""
     blocks = [f"--- prompt: {run.vocab.decode(prompt)!r}\n"]
     for i, (temperature, text) in enumerate(zip(temperatures, texts)):
-        blocks.append(sample_block(temperature, text, f", sample {i % _NUM_SAMPLES.value + 1}") + "\n")
-        if _NOVELTY.value:
+        blocks.append(sample_block(temperature, text, f", sample {i % num_samples + 1}") + "\n")
+        if novel:
             blocks.append(f"--- novelty: {novelty.describe(novelty.novelty(text, train_text))}\n")
     if _OUTPUT.value:
         cli.write_file(_OUTPUT.value, "".join(blocks), "output")

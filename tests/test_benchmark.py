@@ -1,4 +1,5 @@
-"""scripts/benchmark.py runs every section and reports the fields README and notes quote."""
+"""charlstm.benchmarks: each section called with tiny settings reports its cases; scripts/benchmark.py
+runs every section and reports the fields README and notes quote."""
 
 import importlib.util
 import json
@@ -9,31 +10,61 @@ import jax.numpy as jnp
 import pytest
 
 from charlstm import lstm
-from tests.conftest import run_script
+from charlstm.benchmarks import Model
+from charlstm.benchmarks.evaluation import eval_section
+from charlstm.benchmarks.generation import BATCH_SIZES, generate_section
+from charlstm.benchmarks.keras_lab import keras_lab_command
+from charlstm.benchmarks.timing import matmul_peak_gflops
+from charlstm.benchmarks.torch_step import torch_train_step
+from charlstm.benchmarks.training import train_section
+from charlstm.errors import CharLSTMError
+from tests.conftest import REPO, run_script
 
-
-def benchmark_report(*args: str) -> dict:
-    result = run_script(
-        "benchmark.py", "--config", "configs/tiny.py", "--train_steps=2", "--repeats=1", "--length=5",
-        "--lab_length=2", "--eval_chars=500", "--json", *args,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])
+KERAS_LAB_SCRIPT = REPO / "scripts" / "benchmark_keras_lab.py"
+# The train section's matmul peak in tiny shapes.
+TINY_MATMUL = 32
 
 
 def test_every_section_reports_its_cases():
-    report = benchmark_report()
+    result = run_script(
+        "benchmark.py", "--config", "configs/tiny.py", "--train_steps=2", "--repeats=1", "--length=5",
+        "--lab_length=2", "--eval_chars=500", "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["eval_chars_per_second"].keys() == {"window", "segments", "stream", "dynamic"}
     assert report["generate_chars_per_second"].keys() == {"batch_1", "batch_64"}
     assert report["generate_chars_per_second_lab_method"].keys() == {"batch_1", "batch_64"}
     assert report["chars_per_second"] == pytest.approx(16 * 20 / report["train_step_seconds"])  # tiny: batch 16 x 20.
+    assert {"device", "jax", "length", "lab_length", "repeats", "malloc", "cpu_kernel", "cudnn",
+            "torch_device"} <= report.keys()
+
+
+def test_the_generate_section_times_both_methods_at_each_batch_size(tiny_config):
+    report = generate_section(Model.fresh(tiny_config, 10), length=3, lab_length=2, repeats=1)
+    cases = {f"batch_{batch}" for batch in BATCH_SIZES}
+    assert report["generate_chars_per_second"].keys() == report["generate_chars_per_second_lab_method"].keys() == cases
+    for case in cases:
+        assert report["generate_speedup"][case] == pytest.approx(
+            report["generate_chars_per_second"][case] / report["generate_chars_per_second_lab_method"][case])
+
+
+def test_the_eval_section_times_every_protocol_and_dynamic_evaluation(tiny_config):
+    report = eval_section(Model.fresh(tiny_config, 10), chars=200, repeats=1)
+    assert report["eval_chars_per_second"].keys() == {"window", "segments", "stream", "dynamic"}
+    assert all(speed > 0 for speed in report["eval_chars_per_second"].values())
+
+
+def test_the_matmul_peak_is_a_positive_rate():
+    assert matmul_peak_gflops(TINY_MATMUL, repeats=1) > 0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_train_section_times_the_configs_step_beside_every_other_implementation(dtype):
+def test_the_train_section_times_the_configs_step_beside_every_other_implementation(tiny_config, dtype):
     """The timed step is training's own, in train.dtype, on the implementation training would pick; every
     other implementation that runs here in that dtype is timed beside it."""
-    report = benchmark_report("--section=train", f"--config.train.dtype={dtype}")
+    tiny_config.train.dtype = dtype
+    report = train_section(tiny_config, 2, matmul_size=TINY_MATMUL)
     chosen = lstm.select("auto", jnp.dtype(dtype))
     others = {n for n, i in lstm.IMPLEMENTATIONS.items() if n != chosen and i.unavailable(jnp.dtype(dtype)) is None}
     assert (report["train_dtype"], report["train_lstm_impl"]) == (dtype, chosen)
@@ -42,6 +73,14 @@ def test_the_train_section_times_the_configs_step_beside_every_other_implementat
     for name in others:
         assert report[f"{name}_over_default"] == pytest.approx(
             report[f"train_step_seconds_{name}_lstm"] / report["train_step_seconds"])
+    assert report["share_of_peak"] == pytest.approx(report["gflops_per_second"] / report["peak_gflops_per_second"])
+
+
+def test_the_torch_step_trains_the_same_shapes(tiny_config):
+    pytest.importorskip("torch")
+    step = torch_train_step(tiny_config, 10)
+    assert step is not None
+    step(0)
 
 
 def test_keras_lab_benchmark_without_tensorflow_says_where_to_run_it():
@@ -55,16 +94,22 @@ def test_keras_lab_benchmark_without_tensorflow_says_where_to_run_it():
     ]
 
 
-# configs/obama_lab.py's kind of model (one-hot, one LSTM layer, one target per window) in tiny shapes.
-LAB_SHAPES = ("--config", "configs/obama_lab.py", "--config.data.seq_length=10", "--config.model.units=8",
-              "--batch_size=4", "--train_steps=2", "--section", "train", "--json")
+@pytest.fixture
+def lab_config(tiny_config):
+    """configs/obama_lab.py's kind of model (one-hot, one LSTM layer, one target per window) in tiny shapes."""
+    tiny_config.model.update(cell="lstm", num_layers=1, embed_dim=0, units=8)
+    tiny_config.train.update(objective="last", batch_size=4)
+    tiny_config.data.seq_length = 10
+    return tiny_config
+
+
 # What the stand-in for the Keras lab's benchmark reports, one value per call, in order.
 STAND_IN_SECONDS = (0.5, 0.125, 0.25, 1.0, 2.0)
 
 
-def test_keras_python_times_the_lab_in_rounds_beside_ours(tmp_path):
-    """--keras_python runs the Keras lab's benchmark with that Python at our shapes, once per round, and
-    each round's ratio is that round's Keras time over that round's time of ours."""
+def test_keras_python_times_the_lab_in_rounds_beside_ours(lab_config, tmp_path):
+    """The Keras lab's benchmark runs with the given Python at our shapes, once per round, and each
+    round's ratio is that round's Keras time over that round's time of ours."""
     calls = tmp_path / "calls.jsonl"
     stand_in = tmp_path / "python"
     stand_in.write_text(f"""#!{sys.executable}
@@ -76,9 +121,8 @@ with calls.open("a") as f:
 print(json.dumps({{"tensorflow": "9.9.9", "keras": "8.8.8", "keras_train_step_seconds": {STAND_IN_SECONDS}[done]}}))
 """)
     stand_in.chmod(0o755)
-    result = run_script("benchmark.py", *LAB_SHAPES, f"--keras_python={stand_in}")
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    command = keras_lab_command(str(stand_in), KERAS_LAB_SCRIPT, lab_config, 2)
+    report = train_section(lab_config, 2, command, matmul_size=TINY_MATMUL)
     arguments = [json.loads(line) for line in calls.read_text().splitlines()]
     assert len(arguments) >= 2  # Rounds, not one Keras run after ours.
     for argv in arguments:
@@ -95,13 +139,12 @@ print(json.dumps({{"tensorflow": "9.9.9", "keras": "8.8.8", "keras_train_step_se
     assert report["keras_lab_versions"] == "tensorflow 9.9.9, keras 8.8.8"
 
 
-@pytest.mark.parametrize("arguments, names", [
-    (("--keras_python=/nonexistent/bin/python",), "--keras_python=/nonexistent/bin/python"),
-    (("--keras_python=python3", "--config.train.objective=all"), "configs/obama_lab.py"),
+@pytest.mark.parametrize("python, objective, names", [
+    ("/nonexistent/bin/python", "last", "--keras_python=/nonexistent/bin/python"),
+    ("python3", "all", "configs/obama_lab.py"),
 ])
-def test_keras_python_errors_are_one_line(arguments, names):
-    """A --keras_python that is no executable, or a config that is not the lab's kind of model: one line, exit 2."""
-    result = run_script("benchmark.py", *LAB_SHAPES, *arguments)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0]
+def test_keras_python_errors_name_the_fix(lab_config, python, objective, names):
+    """A Python that is no executable, or a config that is not the lab's kind of model: a user error."""
+    lab_config.train.objective = objective
+    with pytest.raises(CharLSTMError, match=names):
+        keras_lab_command(python, KERAS_LAB_SCRIPT, lab_config, 2)

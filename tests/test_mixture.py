@@ -2,9 +2,11 @@
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
-from charlstm import mixture
+from charlstm import data, mixture
+from charlstm.errors import CharLSTMError
 from charlstm.model import CharLSTM
 from charlstm.ngram import KneserNey
 from tests.conftest import ngram_probabilities
@@ -48,3 +50,35 @@ def test_each_half_is_scored_with_the_weight_fitted_on_the_other():
     assert w_second == mixture.fit_weight(NLL_MODEL[250:], NLL_NGRAM[250:])
     np.testing.assert_array_equal(nll[:250], mixture.mixed_nll(NLL_MODEL[:250], NLL_NGRAM[:250], w_second))
     np.testing.assert_array_equal(nll[250:], mixture.mixed_nll(NLL_MODEL[250:], NLL_NGRAM[250:], w_first))
+
+
+def small_corpus() -> data.Corpus:
+    """A corpus of 5 characters whose ids follow a pattern an n-gram can learn."""
+    ids = (np.cumsum(RNG.choice([0, 1, 1, 3], 1500)) % 5).astype(np.uint8)
+    return data.Corpus(data.Vocab("abcde"), ids[:1000], ids[1000:1250], ids[1250:], "small", "", 1500, 0)
+
+
+@pytest.mark.parametrize("label, fitted_on", [("val", "halves"), ("text", "halves"), ("test", "validation")])
+def test_the_ngram_mixture_fits_its_weight_on_validation_only_for_the_test_split(label, fitted_on):
+    """Test scores mix with a weight fitted on validation; any other text cross-fits its halves."""
+    corpus, first, order = small_corpus(), 10, 3
+    ngram = KneserNey(corpus.train_ids, order, 5)
+    scored = corpus.test_ids, RNG.exponential(1.5, len(corpus.test_ids) - first)
+    val = corpus.val_ids, RNG.exponential(1.5, len(corpus.val_ids) - first)
+    assert mixture.fits_on_validation(label) == (fitted_on == "validation")
+    nll, info = mixture.ngram_mixture(corpus, order, first, scored, val if fitted_on == "validation" else None)
+    ngram_nll = ngram.per_char_nll(scored[0], first)
+    if fitted_on == "validation":
+        weight = mixture.fit_weight(val[1], ngram.per_char_nll(val[0], first))
+        expected, weights = mixture.mixed_nll(scored[1], ngram_nll, weight), [weight]
+    else:
+        expected, weights = mixture.cross_fitted_nll(scored[1], ngram_nll)
+    np.testing.assert_array_equal(nll, expected)
+    assert info["model_weights"] == list(weights) and info["order"] == order
+    assert info["ngram_bpc"] == pytest.approx(ngram_nll.mean() / np.log(2))
+
+
+def test_an_order_whose_context_outgrows_seq_length_is_refused():
+    mixture.check_order(21, 20)
+    with pytest.raises(CharLSTMError, match="use an order <= seq_length \\+ 1 = 21"):
+        mixture.check_order(22, 20)

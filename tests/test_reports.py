@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import math
 
 import pytest
 from matplotlib import image
@@ -46,6 +47,16 @@ def test_a_run_gets_curves_png_and_samples_md(tiny_run):
         assert f"## Epoch {record['epoch']} (val_bpc " in text
         for sample in record["samples"]:
             assert f"«{record['prompt']}»{sample['text']}" in text
+
+
+def test_curves_png_plots_bits_per_character(tiny_run):
+    """Like the compare plots, a run's curves are in bits per character: nats only in *_loss fields."""
+    metrics = read_jsonl(tiny_run / "metrics.jsonl")
+    (ax,) = reports.run_curves(metrics, "tiny").axes
+    train, val = ax.lines[0].get_ydata(), ax.lines[1].get_ydata()
+    assert train == pytest.approx([m["train_loss"] / math.log(2) for m in metrics])
+    assert val == pytest.approx([m["val_bpc"] for m in metrics])
+    assert ax.get_ylabel() == "bits per character"
 
 
 def test_reports_are_rendered_from_the_files_alone(tiny_run, tmp_path):

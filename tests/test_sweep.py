@@ -85,6 +85,30 @@ def test_compare_tabulates_and_plots_two_runs(swept, tmp_path):
 
 def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert_one_line_error(run_script("compare.py", str(tmp_path)), "not a run folder")
+    (tmp_path / "notes.txt").write_text("not a run")
+    assert_one_line_error(run_script("compare.py", str(tmp_path / "notes.txt")), "is a file, not a run folder")
+
+
+def test_a_sweep_folder_stands_for_its_runs_and_what_is_not_a_run_is_skipped(swept, tmp_path):
+    """As `compare.py runs/*` passes them: a sweep folder, one of its runs again, a stray file, an empty folder."""
+    (tmp_path / "notes.txt").write_text("not a run")
+    (tmp_path / "empty").mkdir()
+    a_run = swept / "model.units=16,train.learning_rate=0.01"
+    runs, skipped = sweep.expand_runs([swept, a_run, tmp_path / "notes.txt", tmp_path / "empty"])
+    assert sorted(run.name for run in runs) == sorted(RUNS)
+    assert len(skipped) == 2 and "is a file" in skipped[0] and "is not a run folder" in skipped[1]
+    inside = sweep.expand_runs(sorted(swept.iterdir()))  # runs/sweep1/*: the leaderboard's files skipped.
+    assert {run.name for run in inside[0]} == RUNS and len(inside[1]) == 3
+
+
+def test_compare_takes_a_sweep_folder_and_notes_what_it_skips(swept, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a run")
+    result = run_script("compare.py", str(swept), str(tmp_path / "notes.txt"), "--plot", str(tmp_path / "all.png"))
+    assert result.returncode == 0, result.stderr
+    assert len([line for line in result.stdout.splitlines() if line.startswith("| model.units=")]) == len(RUNS)
+    assert [line for line in result.stderr.splitlines() if line.startswith("note: ")] == [
+        f"note: {str(tmp_path / 'notes.txt')!r} is a file, not a run folder: skipped"
+    ]
 
 
 @pytest.mark.parametrize("grid, words", [

@@ -64,6 +64,14 @@ def test_checkpoints_by_name_and_step(run_dir):
             trained_run.load(run_dir, which)
 
 
+def test_a_file_given_as_a_run_folder_is_called_a_file(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a run")
+    with pytest.raises(CharLSTMError, match="'.*notes.txt' is a file, not a run folder"):
+        trained_run.load(tmp_path / "notes.txt")
+    with pytest.raises(CharLSTMError, match="inside '.*notes.txt', which is a file"):
+        trained_run.load(tmp_path / "notes.txt" / "run")
+
+
 def test_folders_without_a_checkpoint_are_refused(tmp_path):
     with pytest.raises(CharLSTMError, match="does not exist"):
         trained_run.load(tmp_path / "nothing")
@@ -154,6 +162,7 @@ def test_generate_without_a_prompt_starts_from_the_validation_text(run, run_dir,
 
 @pytest.mark.parametrize("args, words", [
     (["--workdir", "/no/such/run"], ["run folder '/no/such/run' does not exist"]),
+    (["--workdir", "pyproject.toml"], ["'pyproject.toml' is a file, not a run folder"]),
     (["--length", "0"], ["--length=0", "positive integer"]),
     (["--config.sample.tempratures=(1.0,)"], ["unknown config field", "tempratures"]),
     (["--prompt", "strong!"], ["'!'", "--config.sample.oov=skip"]),

@@ -1,0 +1,70 @@
+"""Characters per second of the stateful sampler (charlstm.sampling: prime on a seq_length prompt
+once, then one cell step per character, all in one compiled call) against the lab's method on the
+same model, at batch 1 and 64. The lab's method, as its generate() did it: for every new character,
+the window as one-hot rows, the compiled model over all seq_length of them, the lab's sample() on
+the host, the window shifted by one."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from charlstm import sampling
+from charlstm.benchmarks import Model
+from charlstm.benchmarks.timing import fastest
+
+BATCH_SIZES = (1, 64)
+
+
+@functools.partial(jax.jit, static_argnames="graphdef")
+def last_probs(graphdef: nnx.GraphDef, params, windows: jax.Array) -> jax.Array:
+    """Next-character probabilities `[batch, vocab]` from the model run over whole windows: ids
+    `[batch, seq_length]`, or one-hot rows `[batch, seq_length, vocab]` as the lab fed them."""
+    logits, _ = nnx.merge(graphdef, params)(windows)
+    return jax.nn.softmax(logits[:, -1])
+
+
+def lab_sample(probs: np.ndarray, temperature: float, rng: np.random.Generator) -> np.ndarray:
+    """The lab's sample() on the host, for each row of `probs` `[batch, vocab]`: reweight, draw one id."""
+    weights = np.exp(np.log(probs.astype(np.float64)) / temperature)
+    cdf = np.cumsum(weights / weights.sum(-1, keepdims=True), axis=-1)
+    return np.minimum((cdf < rng.random((len(cdf), 1))).sum(-1), cdf.shape[-1] - 1)
+
+
+def lab_generate(graphdef: nnx.GraphDef, params, windows: np.ndarray, length: int, vocab_size: int) -> np.ndarray:
+    """`length` ids per row of `windows` `[batch, seq_length]` by the lab's method: per character, the
+    window as one-hot rows (ids for a model with an embedding), the model over all of it, the lab's
+    sample() on the host, and the window shifted by the new character."""
+    rng = np.random.default_rng(0)
+    one_hot = None if "embed" in params else np.eye(vocab_size, dtype=np.float32)
+    for _ in range(length):
+        inputs = windows if one_hot is None else one_hot[windows]
+        ids = lab_sample(np.asarray(last_probs(graphdef, params, inputs)), 1.0, rng)
+        windows = np.concatenate([windows[:, 1:], ids[:, None].astype(windows.dtype)], axis=1)
+    return windows
+
+
+def generate_section(model: Model, length: int, lab_length: int, repeats: int) -> dict:
+    """Characters per second of the stateful sampler (`length` per call) and of the lab's method
+    (`lab_length` per call: each costs the same, so fewer suffice), per batch size; the fastest of
+    `repeats` calls counts."""
+    graphdef, params, vocab_size, seq_length = model
+    prompt = jnp.arange(seq_length, dtype=jnp.int32) % vocab_size
+    stateful, lab = {}, {}
+    for batch in BATCH_SIZES:
+        temperatures = jnp.ones(batch)
+        keys = jax.random.split(jax.random.key(0), batch)
+        run = functools.partial(sampling.generate_ids, graphdef, params, prompt, temperatures, keys, length)
+        run()
+        stateful[f"batch_{batch}"] = batch * length / fastest(run, repeats)
+        windows = np.broadcast_to(np.asarray(prompt), (batch, seq_length))
+        lab_generate(graphdef, params, windows, 1, vocab_size)
+        run = functools.partial(lab_generate, graphdef, params, windows, lab_length, vocab_size)
+        lab[f"batch_{batch}"] = batch * lab_length / fastest(run, repeats)
+    return {
+        "generate_chars_per_second": stateful,
+        "generate_chars_per_second_lab_method": lab,
+        "generate_speedup": {name: stateful[name] / lab[name] for name in stateful},
+    }
