@@ -44,15 +44,15 @@ def in_float64(fn: Callable, *args):
         return jax.tree.map(np.asarray, fn(*jax.tree.map(widen, args)))
 
 
-def float32_tolerance(reference32, reference64, factor: float = 4.0) -> float:
-    """What a float32 computation of `reference64` may be off by: `factor` times the largest error of a
-    float32 reference computation (another summation order of the same sums), at least 8 float32 ulps
-    of the largest value. Errors of reassociation differ by machine, thread count and kernel; their
-    size does not."""
-    ref32, ref64 = np.asarray(reference32, np.float64), np.asarray(reference64, np.float64)
-    finite = np.isfinite(ref64)
-    scale = float(np.abs(ref64[finite]).max(initial=1.0))
-    error = float(np.abs(ref32[finite] - ref64[finite]).max(initial=0.0))
+def float32_tolerance(approximate, reference, factor: float = 4.0) -> float:
+    """What a float32 computation of `reference` may be off by: `factor` times the largest gap between
+    `reference` and `approximate`, another float32 computation of it (a float32 reference against the
+    float64 one, or the same sums in another order), at least 8 float32 ulps of the largest value.
+    Reassociation errors differ by machine, thread count and kernel; their size does not."""
+    approximate, reference = np.asarray(approximate, np.float64), np.asarray(reference, np.float64)
+    finite = np.isfinite(reference)
+    scale = float(np.abs(reference[finite]).max(initial=1.0))
+    error = float(np.abs(approximate[finite] - reference[finite]).max(initial=0.0))
     return max(factor * error, 8 * FLOAT32_EPS * scale)
 
 

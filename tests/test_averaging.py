@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from charlstm import averaging, evaluate, train, trained_run
 from charlstm.checkpoints import Checkpoints
@@ -36,6 +37,7 @@ def test_without_averaging_the_optimizer_and_evaluated_weights_are_unchanged(tin
     assert train.evaluated_params(state) is state.params
 
 
+@pytest.mark.slow
 def test_training_evaluates_keeps_and_loads_the_average(tiny_config, tmp_path):
     tiny_config.train.epochs = 1
     tiny_config.train.average_decay = 0.9

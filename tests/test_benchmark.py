@@ -25,6 +25,7 @@ KERAS_LAB_SCRIPT = REPO / "scripts" / "benchmark_keras_lab.py"
 TINY_MATMUL = 32
 
 
+@pytest.mark.slow
 def test_every_section_reports_its_cases():
     result = run_script(
         "benchmark.py", "--config", "configs/tiny.py", "--train_steps=2", "--repeats=1", "--length=5",
@@ -59,6 +60,7 @@ def test_the_matmul_peak_is_a_positive_rate():
     assert matmul_peak_gflops(TINY_MATMUL, repeats=1) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_train_section_times_the_configs_step_beside_every_other_implementation(tiny_config, dtype):
     """The timed step is training's own, in train.dtype, on the implementation training would pick; every
@@ -107,6 +109,7 @@ def lab_config(tiny_config):
 STAND_IN_SECONDS = (0.5, 0.125, 0.25, 1.0, 2.0)
 
 
+@pytest.mark.slow
 def test_keras_python_times_the_lab_in_rounds_beside_ours(lab_config, tmp_path):
     """The Keras lab's benchmark runs with the given Python at our shapes, once per round, and each
     round's ratio is that round's Keras time over that round's time of ours."""

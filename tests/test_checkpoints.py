@@ -81,6 +81,7 @@ def damage(folder):
             path.write_bytes(bytes(content))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damaged", ["everything", "arrays"])
 def test_resuming_falls_back_to_the_newest_checkpoint_that_loads(tiny_config, tmp_path, capsys, damaged):
     tiny_config.train.epochs = 2

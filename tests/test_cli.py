@@ -17,6 +17,7 @@ def train(tmp_path, data_dir, *overrides):
     )
 
 
+@pytest.mark.slow
 def test_an_override_takes_effect(tmp_path, data_dir):
     result = train(tmp_path, data_dir, "--config.train.epochs=1", "--config.sample.temperatures=(0.2,0.5,1.0)")
     assert result.returncode == 0, result.stderr
@@ -26,6 +27,7 @@ def test_an_override_takes_effect(tmp_path, data_dir):
     assert "val_bpc" in result.stdout and "--- temperature 1.0:" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, words", [
     ("--config.data.path=/no/such/corpus.txt", ["does not exist", "data.path"]),
     ("--config.train.epochz=3", ["unknown config field", "epochz"]),
@@ -44,6 +46,7 @@ def test_a_corpus_too_short_after_cleaning_is_refused(tmp_path, data_dir):
     assert_one_line_error(train(tmp_path, data_dir, f"--config.data.path={short}"), "seq_length")
 
 
+@pytest.mark.slow
 def test_resuming_on_a_corpus_that_changed_is_refused_and_changes_nothing(tiny_config, tmp_path, data_dir):
     corpus = tmp_path / "corpus.txt"
     shutil.copy(data.load_corpus(tiny_config.data).source, corpus)
@@ -67,6 +70,7 @@ def test_distributed_with_a_bad_setting_is_one_line(tmp_path, data_dir, monkeypa
     assert_one_line_error(train(tmp_path, data_dir, "--distributed"), "JAX_NUM_PROCESSES='two'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source, message", [
     ("def get_config(:\n    pass\n", "has a syntax error at line 1: invalid syntax"),
     ("def get_config():\n    raise RuntimeError('no such corpus')\n", "line 2: RuntimeError: no such corpus"),
@@ -88,5 +92,4 @@ def test_a_workdir_that_cannot_be_created_is_one_line(tmp_path, data_dir):
         "train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "file" / "run"),
         f"--config.data.dir={data_dir}",
     )
-    assert result.returncode == 2 and "cannot create run folder" in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert_one_line_error(result, "is inside", "which is a file")

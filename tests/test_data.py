@@ -166,6 +166,7 @@ def test_ids_take_the_smallest_type_that_holds_the_vocabulary():
     assert data.Vocab("".join(map(chr, range(300)))).id_dtype == np.uint16
 
 
+@pytest.mark.slow
 def test_memory_benchmark_trains_on_the_corpus_it_generates():
     result = run_script(
         "benchmark_memory.py", "--mb=1", "--steps=1", "--eval_chars=10", "--config", "configs/tiny.py"

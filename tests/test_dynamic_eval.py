@@ -22,6 +22,7 @@ def stream(graphdef, params, ids, first):
     return evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring("stream", first, 1, 1, 1))
 
 
+@pytest.mark.slow
 def test_the_first_segment_is_scored_by_the_trained_weights_and_adaptation_helps_on_a_repeat():
     """A random segment repeated: scoring after the update would already lower the first copy; honest
     dynamic evaluation scores it exactly as the static model does and only gains on the second copy."""

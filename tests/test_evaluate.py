@@ -112,6 +112,7 @@ def window_nll_directly(run: trained_run.Run, ids: np.ndarray) -> np.ndarray:
     return np.asarray(-jax.nn.log_softmax(logits[:, -1])[np.arange(len(windows)), windows[:, -1]])
 
 
+@pytest.mark.slow
 def test_evaluate_script_scores_the_head_of_the_runs_validation_text(trained_run_folder):
     """Without --text, scripts/evaluate.py scores the run's own validation text at its best checkpoint, only its
     first eval.max_chars characters after the seq_length of context, with the exact window protocol."""
@@ -126,6 +127,7 @@ def test_evaluate_script_scores_the_head_of_the_runs_validation_text(trained_run
     assert math.isclose(report["val_bpc"], expected / math.log(2), rel_tol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_script_reproduces_the_final_score_training_wrote(trained_run_folder):
     """With the run's own settings it scores all of the validation text, as training's final evaluation did."""
     result = run_script("evaluate.py", "--workdir", str(trained_run_folder), "--json")

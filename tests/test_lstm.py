@@ -36,7 +36,12 @@ def lstm_from_reference(x, h_0, c_0, weights, seq_lengths, input_size, hidden_si
                         bidirectional)
 
 
-@pytest.fixture(params=list(lstm.IMPLEMENTATIONS))
+# In the slow tier only: cuDNN off a GPU (jax's reference mathematics, slow to compile) and autodiff, which
+# is the reference itself behind the registry's edge handling.
+SLOW_TIER = ("cudnn", "autodiff")
+
+
+@pytest.fixture(params=[pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TIER else n for n in lstm.IMPLEMENTATIONS])
 def scan(request, monkeypatch):
     """The layer through each implementation by name, where it runs here; cuDNN off a CUDA GPU with jax's
     reference mathematics in place of the library call."""
@@ -87,7 +92,7 @@ def call(scan_fn, *layer):
 
 # (batch, time, units, vocab): features and ids, small, and with 37 rows over 30 steps and 128 gate
 # columns, which the CPU kernel splits over two threads on two cores or more.
-PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (37, 30, 32, 0), (37, 30, 32, 9)]
+PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), *(pytest.param(37, 30, 32, v, marks=pytest.mark.slow) for v in (0, 9))]
 
 
 @pytest.mark.parametrize("batch, time, units, vocab", PROBLEMS)

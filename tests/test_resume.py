@@ -105,6 +105,7 @@ def signal_at_step(workdir, data_dir, signum, step: int) -> subprocess.Completed
         return subprocess.CompletedProcess(process.args, process.returncode, "".join(out), stderr.read())
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_numbers(uninterrupted, tmp_path, data_dir):
     result = subprocess.run(train_args(tmp_path / "again", data_dir), capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
@@ -112,6 +113,7 @@ def test_two_runs_give_identical_numbers(uninterrupted, tmp_path, data_dir):
     assert_bitwise_equal(final_params(tmp_path / "again"), final_params(uninterrupted))
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_ends_bitwise_equal(uninterrupted, tmp_path, data_dir):
     workdir, steps = tmp_path / "killed", steps_per_epoch(uninterrupted)
     killed = signal_at_step(workdir, data_dir, signal.SIGKILL, 2 * steps + steps // 2)
@@ -127,6 +129,7 @@ def test_sigkill_then_resume_ends_bitwise_equal(uninterrupted, tmp_path, data_di
     assert numbers(workdir) == numbers(uninterrupted)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_signal_saves_mid_epoch_and_resumes_exactly(uninterrupted, tmp_path, data_dir, signum, exit_code):
     workdir, steps = tmp_path / "interrupted", steps_per_epoch(uninterrupted)
@@ -162,6 +165,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_usable(uninterrupted, tmp_path, data_dir):
     """What holds however the background save and the next epoch interleave: the torn write is no
     checkpoint, the one before it loads, and the resumed run ends as the uninterrupted one."""
@@ -203,6 +207,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_best_checkpoint(tiny_config, tmp_
     assert_bitwise_equal(final_params(tmp_path), before)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_exits_with_code_1(tmp_path, data_dir):
     result = run_script(
         "train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"),

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,19 +15,14 @@ import pytest
 from charlstm import CharLSTMError, reports
 from charlstm.run_folder import RunFolder, config_differences
 from charlstm.train import train_and_evaluate
-from tests.conftest import run_script
+from tests.conftest import run_script, snapshot
 
 
 @pytest.fixture
-def trained(tiny_config, tmp_path):
-    """A finished one-epoch tiny run and its config."""
+def trained(trained_run_folder, tiny_config, tmp_path):
+    """A copy of the session's finished one-epoch tiny run, for this test to change, and its config."""
     tiny_config.train.epochs = 1
-    train_and_evaluate(tiny_config, tmp_path / "run")
-    return tmp_path / "run", tiny_config
-
-
-def snapshot(folder) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return shutil.copytree(trained_run_folder, tmp_path / "run"), tiny_config
 
 
 def test_a_live_lock_holder_is_refused_and_named(trained):

@@ -47,6 +47,7 @@ def swept(data_dir, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_a_2x2_grid_gives_4_runs_and_a_leaderboard_led_by_the_best(swept):
     assert {p.name for p in swept.iterdir() if p.is_dir()} == RUNS
     with open(swept / sweep.LEADERBOARD_CSV) as f:
@@ -62,6 +63,7 @@ def test_a_2x2_grid_gives_4_runs_and_a_leaderboard_led_by_the_best(swept):
     assert_png(swept / sweep.CURVES_PNG)
 
 
+@pytest.mark.slow
 def test_rerunning_a_sweep_skips_finished_runs(swept, data_dir):
     leaderboard = (swept / sweep.LEADERBOARD_CSV).read_text()
     result = run_sweep_script(swept, data_dir, *GRID)
@@ -72,6 +74,7 @@ def test_rerunning_a_sweep_skips_finished_runs(swept, data_dir):
     assert (swept / sweep.LEADERBOARD_CSV).read_text() == leaderboard
 
 
+@pytest.mark.slow
 def test_compare_tabulates_and_plots_two_runs(swept, tmp_path):
     a, b = "model.units=16,train.learning_rate=0.01", "model.units=32,train.learning_rate=0.01"
     result = run_script("compare.py", str(swept / a), str(swept / b), "--plot", str(tmp_path / "both.png"))
@@ -89,6 +92,7 @@ def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert_one_line_error(run_script("compare.py", str(tmp_path / "notes.txt")), "is a file, not a run folder")
 
 
+@pytest.mark.slow
 def test_a_sweep_folder_stands_for_its_runs_and_what_is_not_a_run_is_skipped(swept, tmp_path):
     """As `compare.py runs/*` passes them: a sweep folder, one of its runs again, a stray file, an empty folder."""
     (tmp_path / "notes.txt").write_text("not a run")
@@ -101,6 +105,7 @@ def test_a_sweep_folder_stands_for_its_runs_and_what_is_not_a_run_is_skipped(swe
     assert {run.name for run in inside[0]} == RUNS and len(inside[1]) == 3
 
 
+@pytest.mark.slow
 def test_compare_takes_a_sweep_folder_and_notes_what_it_skips(swept, tmp_path):
     (tmp_path / "notes.txt").write_text("not a run")
     result = run_script("compare.py", str(swept), str(tmp_path / "notes.txt"), "--plot", str(tmp_path / "all.png"))

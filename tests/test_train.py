@@ -26,6 +26,7 @@ METRIC_FIELDS = {
 }
 
 
+@pytest.mark.slow
 def test_a_tiny_model_overfits_a_repeated_string(tiny_config):
     text = "the state of our union is strong. " * 20
     vocab, seq_length = vocab_of(text), 16
@@ -75,6 +76,7 @@ def test_last_objective_trains_one_target_per_window(tiny_config, tmp_path):
     assert metrics["step"] == (train_chars - tiny_config.data.seq_length) // 256
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_every_cell_trains_the_tiny_config(tiny_config, tmp_path, cell):
     tiny_config.model.cell = cell
@@ -84,6 +86,7 @@ def test_every_cell_trains_the_tiny_config(tiny_config, tmp_path, cell):
     assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] < np.log(44)
 
 
+@pytest.mark.slow
 def test_stateful_training_with_regularisers_runs_end_to_end(tiny_config, tmp_path):
     tiny_config.train.stateful = True
     tiny_config.model.weight_dropout = 0.2
@@ -109,6 +112,7 @@ def stopping_at(epoch_step: int, should_stop=train.should_stop):
     return stop_at
 
 
+@pytest.mark.slow
 def test_stateful_training_starts_each_window_from_the_previous_ones_final_state(tiny_config, tmp_path, monkeypatch):
     """The carry saved after step k + 1 is the model's final state on window k + 1 (params of step k)
     started from the carry saved after step k: each step starts where the previous one ended."""
@@ -181,6 +185,7 @@ def test_a_large_train_val_gap_warns(tiny_config, tmp_path, monkeypatch, capsys)
     assert "overfitting" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_without_stateful_every_window_starts_from_zeros(tiny_config, tmp_path):
     """One epoch of the loop equals a plain loop of the train step over the epoch's batches from zeros."""
     tiny_config.train.epochs = 1
@@ -214,6 +219,7 @@ def test_bfloat16_mixed_precision_trains_without_nan(tiny_config, tmp_path):
     assert RunFolder(tmp_path).read_run_info()[-1]["lstm"] == expected
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(lstm.IMPLEMENTATIONS["cudnn"].unavailable(np.dtype("float32")) is None, reason="cuDNN runs here")
 def test_an_lstm_impl_that_cannot_run_here_stops_before_any_work(tmp_path, data_dir):
     result = run_script("train.py", "--config", "configs/tiny.py", f"--workdir={tmp_path / 'run'}",

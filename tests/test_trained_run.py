@@ -15,18 +15,13 @@ from charlstm import config as config_lib
 from charlstm.checkpoints import Checkpoints
 from charlstm.ngram import KneserNey
 from charlstm.train import train_and_evaluate
-from tests.conftest import REPO, run_script
+from tests.conftest import run_script
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
-    """A one-epoch tiny run (sample.length 40, seq_length 20), shared by this file's tests."""
-    config = config_lib.from_file(REPO / "configs" / "tiny.py")
-    config.data.dir = str(data_dir)
-    config.train.epochs = 1
-    workdir = tmp_path_factory.mktemp("tiny") / "run"
-    train_and_evaluate(config, workdir)
-    return workdir
+def run_dir(trained_run_folder):
+    """The session's one-epoch tiny run (sample.length 40, seq_length 20); tests here only read it."""
+    return trained_run_folder
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +155,7 @@ def test_generate_without_a_prompt_starts_from_the_validation_text(run, run_dir,
     assert [len(t) for t in samples(written)] == [40, 40]  # The run's sample.length and two temperatures.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--workdir", "/no/such/run"], ["run folder '/no/such/run' does not exist"]),
     (["--workdir", "pyproject.toml"], ["'pyproject.toml' is a file, not a run folder"]),
@@ -177,6 +173,7 @@ def test_generate_bad_input_is_one_line_and_exit_code_2(run_dir, args, words):
     assert all(word in lines[0] for word in words), lines[0]
 
 
+@pytest.mark.slow
 def test_generate_skips_unknown_characters_and_stops_at_the_stop_string(run_dir):
     result = generate(run_dir, "--prompt", "strong!", "--config.sample.oov=skip", "--config.sample.stop= ")
     assert result.returncode == 0, result.stderr
@@ -184,6 +181,7 @@ def test_generate_skips_unknown_characters_and_stops_at_the_stop_string(run_dir)
     assert all(" " not in t[:-1] for t in samples(result.stdout))
 
 
+@pytest.mark.slow
 def test_evaluate_scores_a_text_file_and_writes_surprisal(run, run_dir, tmp_path):
     text = tmp_path / "speech.txt"
     text.write_text("The State of our Union is strong; 100% strong. " * 3)
@@ -205,6 +203,7 @@ def test_evaluate_scores_a_text_file_and_writes_surprisal(run, run_dir, tmp_path
     assert (tmp_path / "s.html").read_text().count("bits\">") == len(rows)
 
 
+@pytest.mark.slow
 def test_evaluate_warns_when_cleaning_removes_most_of_a_text_and_refuses_one_without_letters(run_dir, tmp_path):
     mostly_removed = tmp_path / "mostly.txt"
     mostly_removed.write_text("Война и мир, глава первая. the union is strong. " * 6)
@@ -224,6 +223,7 @@ def evaluate_json(run_dir, *flags: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_evaluate_scores_each_protocol_dynamic_and_the_ngram_mixture(run, run_dir):
     val_ids, first = run.corpus().val_ids, run.config.data.seq_length
     stream = evaluate.per_char_nll(run.graphdef, run.params, val_ids, evaluate.Scoring("stream", first, 1, 1, 1))
@@ -243,6 +243,7 @@ def test_evaluate_scores_each_protocol_dynamic_and_the_ngram_mixture(run, run_di
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, message", [
     (["--protocol", "exact"], "--protocol"),
     (["--dynamic", "--protocol", "window"], "drop --protocol"),
@@ -259,6 +260,7 @@ def test_evaluate_refuses_bad_settings_in_one_line(run_dir, flags, message):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_on_the_test_split_the_mixture_weight_is_fitted_on_validation(tiny_config, tmp_path):
     tiny_config.train.epochs = 1
     tiny_config.data.test_fraction = 0.1

@@ -25,6 +25,17 @@ SELECTION = [
 ]
 
 
+def test_the_setting_makes_the_kernel_unavailable_and_auto_take_the_xla_scan():
+    """The switch the slow test below relies on, in a fresh process (the kernel loads at import)."""
+    program = "import jax.numpy as jnp; from charlstm import lstm; print(lstm.select('auto', jnp.dtype('float32')))"
+    env = {**os.environ, cpu_kernel.DISABLE_ENV: "off", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["xla"], result.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get(cpu_kernel.DISABLE_ENV) == "off", reason="already running without the kernel")
 def test_tests_that_use_the_kernel_pass_or_skip_without_it():
     env = {**os.environ, cpu_kernel.DISABLE_ENV: "off"}
