@@ -4,7 +4,7 @@
     python scripts/train.py --config configs/obama.py --config.train.epochs=3 --workdir runs/try
 
 Several processes (hosts): start the same command in each with --distributed
-(README, "Scaling out").
+(docs/scaling-out.md).
 """
 
 import shlex

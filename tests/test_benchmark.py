@@ -1,5 +1,5 @@
 """charlstm.benchmarks: each section called with tiny settings reports its cases; scripts/benchmark.py
-runs every section and reports the fields README and notes quote."""
+runs every section and reports the fields docs/speed.md quotes."""
 
 import importlib.util
 import json
