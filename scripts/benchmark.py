@@ -19,7 +19,7 @@ window, segments, stream, with the default eval settings) and of
 dynamic evaluation (charlstm.dynamic_eval, its gradient statistics included), on
 --eval_chars random characters (default 25,000: about the Obama validation split).
 
-train: the real train step (charlstm.train.make_train_step) in --config's shapes
+train: the real train step (charlstm.train_step.make_train_step) in --config's shapes
 and train.dtype (45 characters) on random windows: compile seconds, median seconds per step after warm-up,
 characters per second, achieved matmul GFLOP/s and its share of a 2048^3
 float32 matmul's GFLOP/s measured in the same run, minor page faults per step
@@ -60,7 +60,7 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from charlstm import cli, data, dynamic_eval, evaluate, lstm, model, sampling, train, trained_run
+from charlstm import cli, data, dynamic_eval, evaluate, lstm, model, sampling, train_step, trained_run
 from charlstm.config import PROTOCOLS
 from charlstm.errors import CharLSTMError
 from charlstm.lstm import cpu_kernel, cudnn
@@ -218,8 +218,8 @@ def train_steps(config, vocab_size: int, steps: int) -> Callable[[int], Any]:
     rng = np.random.default_rng(config.seed)
     ids = jnp.asarray(rng.integers(vocab_size, size=CORPUS_CHARS), jnp.int32)
     starts = jnp.asarray(rng.integers(CORPUS_CHARS - length, size=(WARMUP_STEPS + steps, batch)), jnp.int32)
-    step = train.make_train_step(config, graphdef, tx)
-    loop = {"state": train.initial_state(params, tx, net.initial_state(batch))}
+    step = train_step.make_train_step(config, graphdef, tx)
+    loop = {"state": train_step.initial_state(params, tx, net.initial_state(batch))}
 
     def run(i: int) -> jax.Array:
         loop["state"], loss = step(loop["state"], ids, starts[i])
