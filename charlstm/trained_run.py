@@ -145,4 +145,4 @@ def model_params(checkpoints: Checkpoints, step: int, config: ml_collections.Con
     if config.train.average_decay:
         opt_state = checkpoints.restore_part(step, "opt_state", make_optimizer(config.train, 1).init(like))
         return averaging.model_params(None, opt_state)
-    return averaging.model_params(checkpoints.restore_params(step, like), None)
+    return checkpoints.restore_params(step, like)

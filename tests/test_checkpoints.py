@@ -1,4 +1,6 @@
 import errno
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -99,3 +101,27 @@ def test_resuming_falls_back_to_the_newest_checkpoint_that_loads(tiny_config, tm
     assert f"warning: checkpoint step {latest} does not load" in err
     assert (tmp_path / "checkpoints_unreadable" / str(latest)).is_dir()  # Kept aside, not deleted.
     assert [m["epoch"] for m in metrics] == [1, 2, 3]  # Epoch 2 trained again from epoch 1's checkpoint.
+
+
+# A script (through cli) that saves a mid-epoch checkpoint, as an interrupted run does, in the folder argv[1].
+SAVE_MID_EPOCH = """
+import jax.numpy as jnp
+from charlstm import cli
+from charlstm.checkpoints import CheckpointMeta, Checkpoints
+
+def main(arguments):
+    checkpoints = Checkpoints(arguments[0])
+    checkpoints.save(3, {"params": {"w": jnp.ones(2)}}, CheckpointMeta("ab", {}))
+    checkpoints.wait()
+
+cli.run_with_arguments(main)
+"""
+
+
+def test_a_mid_epoch_save_logs_nothing_unless_asked(tmp_path):
+    quiet = subprocess.run([sys.executable, "-c", SAVE_MID_EPOCH, str(tmp_path / "a")], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    asked = subprocess.run(
+        [sys.executable, "-c", SAVE_MID_EPOCH, "--verbosity=0", str(tmp_path / "b")], capture_output=True, text=True
+    )
+    assert asked.returncode == 0 and "tracked_metric" in asked.stderr
