@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 from tqdm import tqdm
 
@@ -45,8 +44,7 @@ class Training:
     run: RunFolder
     stop: stopping.StopRequest  # Set by a signal; honoured at the next step boundary.
     graphdef: nnx.GraphDef
-    tx: optax.GradientTransformation
-    step: train_step.TrainStep  # The compiled optimizer step.
+    step: train_step.TrainStep  # The compiled optimizer step (with its optax transformation).
     train_ids: jax.Array  # The training text's ids `[n]`, on every device.
     zero_carry: RecurrentState  # What a stateful epoch starts from.
     history: History  # The finished epochs; the next ones are appended to it and to the run folder.
@@ -75,7 +73,7 @@ class Training:
             run.keep_metrics_through(0)
         step = train_step.make_train_step(config, graphdef, tx)
         train_ids = parallel.put(corpus.train_ids, placement["replicated"])
-        return cls(config, corpus, run, stop, graphdef, tx, step, train_ids, zero_carry, run.history()), state
+        return cls(config, corpus, run, stop, graphdef, step, train_ids, zero_carry, run.history()), state
 
     def run_epochs(self, state: TrainState, refresh: Callable[[], None]) -> TrainState:
         """Trains the epochs left after `state`, each ended by end_epoch, and calls `refresh` (the reports)
