@@ -209,7 +209,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 def train_steps(config, vocab_size: int, steps: int) -> Callable[[int], Any]:
-    """A function running step i (of WARMUP_STEPS + steps) of charlstm.train's step in `config`'s shapes
+    """A function running step i (of WARMUP_STEPS + steps) of charlstm.train_step's step in `config`'s shapes
     and dtype on random windows (speed does not depend on the data)."""
     batch, length = config.train.batch_size, config.data.seq_length
     net = create_model(config, vocab_size)
