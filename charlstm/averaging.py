@@ -43,3 +43,10 @@ def averaged(opt_state) -> optax.Params | None:
     states = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, AverageState))
               if isinstance(s, AverageState)]
     return states[0].average if states else None
+
+
+def model_params(params: optax.Params | None, opt_state) -> optax.Params:
+    """The weights that are the model, evaluated, sampled and loaded by generate and evaluate: the average
+    kept in `opt_state` when training keeps one (train.average_decay), else `params`."""
+    average = averaged(opt_state)
+    return params if average is None else average

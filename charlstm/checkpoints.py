@@ -6,6 +6,7 @@ enough to rebuild the model. No pickle: loading a run cannot run code.
 """
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging as std_logging
@@ -22,23 +23,30 @@ from charlstm.errors import CharLSTMError, SaveFailed
 _policies = ocp.checkpoint_managers
 
 
-class _DropBackgroundSaveErrors(std_logging.Filter):
-    """Drops the errors that Orbax's writer threads and their asyncio tasks log with tracebacks when a
-    save fails: the failure reaches training as one SaveFailed, whose message says what to do."""
+class _QuietLibraryLogs(std_logging.Filter):
+    """Drops Orbax's log lines below ERROR unless `verbose` (e.g. 'Requested `tracked_metric`; did not
+    provide metrics.' at every mid-epoch save), and always the errors that Orbax's writer threads and
+    their asyncio tasks log with tracebacks when a save fails: that failure reaches training as one
+    SaveFailed, whose message says what to do."""
+
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose = verbose
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno < std_logging.ERROR or not (
-            "/orbax/" in record.pathname or record.name == "asyncio"
-        )
+        if "/orbax/" in record.pathname:
+            return self.verbose and record.levelno < std_logging.ERROR
+        return record.levelno < std_logging.ERROR or record.name != "asyncio"
 
 
-def _quiet_background_save_errors() -> None:
-    """Installs the filter above once, and drops the 'Event loop is closed' errors that tensorstore's
-    writes report (as unraisable) when they finish after a failed save closed Orbax's event loop."""
+def quiet_library_logs(verbose: bool) -> None:
+    """Installs the filter above on absl's handler once per process, and drops the 'Event loop is closed'
+    errors that tensorstore's writes report (as unraisable) when they finish after a failed save closed
+    Orbax's event loop. Scripts call it once at their start (cli.run); `verbose`: --verbosity was given."""
     handler = logging.get_absl_handler()
-    if any(isinstance(f, _DropBackgroundSaveErrors) for f in handler.filters):
+    if any(isinstance(f, _QuietLibraryLogs) for f in handler.filters):
         return
-    handler.addFilter(_DropBackgroundSaveErrors())
+    handler.addFilter(_QuietLibraryLogs(verbose))
     previous = sys.unraisablehook
 
     def unraisablehook(unraisable) -> None:
@@ -46,6 +54,30 @@ def _quiet_background_save_errors() -> None:
             previous(unraisable)
 
     sys.unraisablehook = unraisablehook
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """The JSON saved beside a checkpoint's arrays: the vocabulary and the config that rebuild the model,
+    and after a finished epoch that epoch's metrics.jsonl record (none in mid-epoch)."""
+
+    vocab: str
+    config: dict
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The saved form: one flat object, the metrics' fields after vocab and config."""
+        return {"vocab": self.vocab, "config": self.config, **self.metrics}
+
+    @classmethod
+    def from_json(cls, saved: dict) -> "CheckpointMeta":
+        metrics = {k: v for k, v in saved.items() if k not in ("vocab", "config")}
+        return cls(saved["vocab"], saved.get("config", {}), metrics)
+
+
+def abstract(tree):
+    """Shapes, dtypes and shardings of a tree's arrays: what a restore needs to know of them."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
 # Run-folder subfolder where training moves checkpoints that do not load, kept for inspection.
@@ -69,6 +101,8 @@ def unreadable_steps(directory: Path) -> dict[int, str]:
                     json.loads((folder / name).read_text(encoding="utf-8"))
             except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors.
                 bad[int(folder.name)] = f"{name}: {first_line(e)}"
+                break
+            except FileNotFoundError:  # Deleted meanwhile by the trainer writing the folder: not damage.
                 break
     return bad
 
@@ -126,8 +160,6 @@ class Checkpoints:
                 enable_async_checkpointing=not read_only,  # Training goes on while a save is written.
             )
             self.manager = ocp.CheckpointManager(directory, options=options)
-        if not read_only:
-            _quiet_background_save_errors()
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -135,14 +167,14 @@ class Checkpoints:
     def best_step(self) -> int | None:
         return self.manager.best_step()
 
-    def save(self, step: int, state: dict, meta: dict, val_loss: float | None) -> None:
-        """Writes `state` (a pytree of arrays) and `meta` (JSON-able) as checkpoint `step`.
+    def save(self, step: int, state: dict, meta: CheckpointMeta) -> None:
+        """Writes `state` (a pytree of arrays) and `meta` as checkpoint `step`.
 
-        `val_loss` None marks a mid-epoch checkpoint: kept while it is the latest,
-        never counted as the best. The files are written in the background: `wait` for them.
+        A meta without val_loss marks a mid-epoch checkpoint: kept while it is among the
+        latest, never counted as the best. The files are written in the background: `wait` for them.
         """
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        metrics = None if val_loss is None else {"val_loss": val_loss}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta.to_json()))
+        metrics = {"val_loss": meta.metrics["val_loss"]} if "val_loss" in meta.metrics else None
         with self._reporting_failures():  # Also a failure of the previous save, which this one waits for.
             self.manager.save(step, args=args, metrics=metrics, force=True)
 
@@ -160,7 +192,7 @@ class Checkpoints:
         (self.directory / str(step)).rename(target)
         print(f"warning: checkpoint step {step} does not load ({reason}): moved it to {target}", file=sys.stderr)
 
-    def restore_newest(self, like: dict) -> tuple[dict, dict] | None:
+    def restore_newest(self, like: dict) -> tuple[dict, CheckpointMeta] | None:
         """restore() of the newest checkpoint that loads, setting aside newer ones that do not; None if none."""
         while (step := self.latest_step()) is not None:
             try:
@@ -191,27 +223,27 @@ class Checkpoints:
                 f"{last}: free space or fix the folder, then re-run the same command to resume from it"
             ) from None
 
-    def restore_meta(self, step: int) -> dict:
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    def restore_meta(self, step: int) -> CheckpointMeta:
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return CheckpointMeta.from_json(restored["meta"])
 
-    def restore(self, step: int, like: dict) -> tuple[dict, dict]:
-        """The state of checkpoint `step`, shaped like `like`, and its meta."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    def restore(self, step: int, like: dict) -> tuple[dict, CheckpointMeta]:
+        """The state of checkpoint `step`, shaped and placed like `like` (arrays or their abstract()), and its meta."""
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract(like)), meta=ocp.args.JsonRestore())
         restored = self.manager.restore(step, args=args)
-        return restored["state"], restored["meta"]
+        return restored["state"], CheckpointMeta.from_json(restored["meta"])
 
     def restore_params(self, step: int, like: dict) -> dict:
         """Only the params of checkpoint `step`, shaped like `like` (see restore_part)."""
         return self.restore_part(step, "params", like)
 
     def restore_part(self, step: int, key: str, like):
-        """Only `state[key]` of checkpoint `step`, shaped like `like`.
+        """Only `state[key]` of checkpoint `step`, shaped and placed like `like` (arrays or their abstract()).
 
         Nothing else is read, so this needs neither the optimizer (for 'params') nor
         the fields the training state had when the run was saved.
         """
-        item = {key: like}
+        item = {key: abstract(like)}
         state = ocp.args.PyTreeRestore(
             item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
         )

@@ -13,6 +13,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from charlstm import checkpoints
 from charlstm.errors import (
     CharLSTMError,
     SaveFailed,
@@ -141,11 +142,14 @@ def run(main: Callable[[], None], arguments_hint: str) -> None:
 
 def run_with_arguments(main: Callable[[list[str]], None]) -> None:
     """Runs a script's `main(positional arguments)` under absl, after keep_freed_memory() (before JAX
-    allocates anything). CharLSTMError becomes `error: ...` on stderr and exit code 2."""
+    allocates anything) and with Orbax's log lines kept off the terminal unless --verbosity is given
+    (checkpoints.quiet_library_logs). CharLSTMError becomes `error: ...` on stderr and exit code 2."""
 
     def guarded(argv: list[str]) -> None:
-        if not flags.FLAGS["verbosity"].present:
+        verbose = flags.FLAGS["verbosity"].present
+        if not verbose:
             logging.set_verbosity(logging.WARNING)  # JAX's and Orbax's info lines are noise here.
+        checkpoints.quiet_library_logs(verbose)
         try:
             main(argv[1:])
         except CharLSTMError as e:

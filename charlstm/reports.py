@@ -8,7 +8,6 @@ scripts/compare.py all draw the same pictures from the same files.
 import contextlib
 import csv
 import io
-import json
 import math
 import os
 import re
@@ -19,10 +18,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from charlstm import parallel
 from charlstm.errors import CharLSTMError
 from charlstm.evaluate import bits_per_char
-from charlstm.run_folder import RunFolder, flatten
+from charlstm.run_folder import CONFIG, METRICS, History, RunFolder, flatten
 
 CURVES_PNG, SAMPLES_MD, TENSORBOARD_DIR = "curves.png", "samples.md", "tensorboard"
 # metrics.jsonl fields logged as TensorBoard scalars.
@@ -114,62 +112,58 @@ def samples_markdown(metrics: list[dict], samples: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def write_run_reports(
-    workdir: str | Path, metrics: list[dict] | None = None, samples: list[dict] | None = None
-) -> None:
-    """(Re)writes curves.png and samples.md of a run folder from its epochs' metrics and samples (by
-    default read from metrics.jsonl and samples.jsonl); in a multi-process run only process 0 does."""
-    if not parallel.is_primary():
+def write_run_reports(history: History) -> None:
+    """(Re)writes curves.png and samples.md of a run folder from its epochs' metrics and samples; in a
+    multi-process run only the process that writes the folder does."""
+    run = history.run
+    if not run.writes:
         return
-    run = RunFolder(workdir)
-    metrics = run.read_metrics() if metrics is None else metrics
-    if metrics:
-        plot_run_curves(metrics, run.path / CURVES_PNG, run.path.name)
+    if history.metrics:
+        plot_run_curves(history.metrics, run.path / CURVES_PNG, run.path.name)
     with _replacing(run.path / SAMPLES_MD) as tmp:
-        tmp.write_text(samples_markdown(metrics, run.read_samples() if samples is None else samples))
+        tmp.write_text(samples_markdown(history.metrics, history.samples))
 
 
 @contextlib.contextmanager
-def refreshing(workdir: str | Path, every_seconds: float = REFRESH_SECONDS) -> Iterator[Callable[[list, list], None]]:
-    """Yields `epoch_ended(metrics, samples)`, to call after each epoch with all epochs' records so far:
-    it rewrites the run's reports (write_run_reports) after the first epoch and then at most every
-    `every_seconds`; leaving the block, also by an exception, brings them up to date. Plotting every
-    epoch of a fast run costs more than its training."""
-    last, pending = -math.inf, None
+def refreshing(history: History, every_seconds: float = REFRESH_SECONDS) -> Iterator[Callable[[], None]]:
+    """Yields `refresh()`, to call after each epoch appended to `history`: it rewrites the run's reports
+    (write_run_reports) after the first epoch and then at most every `every_seconds`; leaving the block,
+    also by an exception, brings them up to date. Plotting every epoch of a fast run costs more than its
+    training."""
+    last, written = -math.inf, len(history.metrics)
 
-    def epoch_ended(metrics: list[dict], samples: list[dict]) -> None:
-        nonlocal last, pending
-        pending = (metrics, samples)
+    def refresh() -> None:
+        nonlocal last, written
         if time.monotonic() - last >= every_seconds:
-            write_run_reports(workdir, *pending)
-            last, pending = time.monotonic(), None
+            write_run_reports(history)
+            last, written = time.monotonic(), len(history.metrics)
 
     try:
-        yield epoch_ended
+        yield refresh
     except BaseException:
-        if pending:
+        if len(history.metrics) != written:
             with contextlib.suppress(OSError):  # A full disk must not hide why training stopped.
-                write_run_reports(workdir, *pending)
+                write_run_reports(history)
         raise
-    if pending:
-        write_run_reports(workdir, *pending)
+    if len(history.metrics) != written:
+        write_run_reports(history)
 
 
-def log_epoch_to_tensorboard(workdir: str | Path, metrics: dict, samples: dict) -> None:
-    """Writes an epoch's SCALARS and samples (as text) under <workdir>/tensorboard/, step = epoch.
+def log_epoch_to_tensorboard(run: RunFolder, metrics: dict, samples: dict) -> None:
+    """Writes an epoch's SCALARS and samples (as text) under the run folder's tensorboard/, step = epoch.
 
     Each call writes its own event file, which begins by purging steps >= its epoch: an
     epoch re-run after a crash replaces that epoch's earlier events instead of doubling them.
-    In a multi-process run only process 0 writes.
+    In a multi-process run only the process that writes the folder does.
     """
-    if not parallel.is_primary():
+    if not run.writes:
         return
     # Imported here, only when TensorBoard logging is on: tensorboardX imports PyTorch where it is
     # installed, which costs every run seconds of start-up and hundreds of MiB.
     from tensorboardX import SummaryWriter
 
     epoch = metrics["epoch"]
-    logdir = str(Path(workdir) / TENSORBOARD_DIR)
+    logdir = str(run.path / TENSORBOARD_DIR)
     with SummaryWriter(logdir, purge_step=epoch, filename_suffix=f".epoch{epoch}") as writer:
         for name in SCALARS:
             writer.add_scalar(name, metrics[name], epoch)
@@ -190,8 +184,8 @@ def not_a_run(path: Path) -> str | None:
     """Why `path` is no run folder to compare ('is a file', no metrics.jsonl or config.json), or None."""
     if path.is_file():
         return f"{str(path)!r} is a file, not a run folder"
-    if not (path / "metrics.jsonl").is_file() or not (path / "config.json").is_file():
-        return f"{str(path)!r} is not a run folder (no metrics.jsonl or config.json)"
+    if not (path / METRICS).is_file() or not (path / CONFIG).is_file():
+        return f"{str(path)!r} is not a run folder (no {METRICS} or {CONFIG})"
     return None
 
 
@@ -199,12 +193,11 @@ def _read_run(path: Path) -> tuple[dict, list[dict], list[dict], dict]:
     """A finished-epoch run's config (flattened), metrics, samples and final metrics; refuses anything else."""
     if reason := not_a_run(path):
         raise CharLSTMError(f"{reason}: give folders written by scripts/train.py or scripts/sweep.py")
-    run = RunFolder(path)
+    run = RunFolder(path, read_only=True)
     metrics = run.read_metrics()
     if not metrics:
         raise CharLSTMError(f"run folder {str(path)!r} has no finished epoch yet: train it first")
-    config = flatten(json.loads((path / "config.json").read_text()))
-    return config, metrics, run.read_samples(), run.read_final_metrics()
+    return flatten(run.read_config()), metrics, run.read_samples(), run.read_final_metrics()
 
 
 def _result(metrics: list[dict], samples: list[dict], final: dict) -> dict:

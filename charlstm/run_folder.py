@@ -1,11 +1,14 @@
-"""The files of a run folder besides checkpoints: config, vocab, run info, metrics, samples, lock.
+"""A run folder and everything in it: checkpoints, config, vocab, run info, metrics, samples, lock.
 
-In a multi-process run every process makes the same calls; only process 0
-locks and writes, and barriers make its writes visible before anyone reads
-(the folder must be on a filesystem all hosts share, as Orbax needs too).
+RunFolder.create (training) or RunFolder.open (readers) builds one per use,
+and the code that needs the folder is handed it. In a multi-process run every
+process makes the same calls; only process 0 locks and writes (RunFolder.writes,
+decided once), and barriers make its writes visible before anyone reads (the
+folder must be on a filesystem all hosts share, as Orbax needs too).
 """
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -20,11 +23,13 @@ import ml_collections
 
 from charlstm import config as config_lib
 from charlstm import parallel
+from charlstm.checkpoints import Checkpoints
 from charlstm.data import Corpus
 from charlstm.errors import CharLSTMError
 
-FINAL_METRICS = "final_metrics.json"
-JSONL_FILES = ("metrics.jsonl", "samples.jsonl", "run_info.jsonl")
+CONFIG, VOCAB, FINAL_METRICS, LOCK = "config.json", "vocab.json", "final_metrics.json", ".lock"
+METRICS, SAMPLES, RUN_INFO, SAMPLES_TEXT = "metrics.jsonl", "samples.jsonl", "run_info.jsonl", "samples.txt"
+JSONL_FILES = (METRICS, SAMPLES, RUN_INFO)
 _WARNED: set = set()  # (path, line number, line) of JSON lines already warned about.
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_collections", "numpy")
 # Fields that may change when a run resumes: how long it trains, what it logs and samples, and the
@@ -87,26 +92,87 @@ def refuse_file(path: str | Path) -> None:
         raise CharLSTMError(f"run folder {str(path)!r} is inside {str(file)!r}, which is a file: give a folder")
 
 
-class RunFolder:
-    """A run folder on disk; creating the object creates the folder."""
+class History:
+    """A run's finished epochs, the one copy in memory: metrics.jsonl's and samples.jsonl's records, read
+    when training starts; append() adds an epoch to the files and to these lists together."""
 
-    def __init__(self, workdir: str | Path):
-        self.path = Path(workdir)
+    def __init__(self, run: "RunFolder"):
+        self.run = run
+        self.metrics: list[dict] = run.read_metrics()
+        self.samples: list[dict] = run.read_samples()
+
+    def append(self, metrics: dict, samples: dict) -> None:
+        """Appends an epoch's records; every process then reads the same metrics.jsonl."""
+        self.run.write(METRICS, json.dumps(metrics) + "\n", "a")
+        self.run.write(SAMPLES_TEXT, f"=== epoch {samples['epoch']}\n{format_samples(samples)}\n", "a")
+        self.run.write(SAMPLES, json.dumps(samples) + "\n", "a")
+        parallel.sync("run_folder.metrics")
+        self.metrics.append(metrics)
+        self.samples.append(samples)
+
+    def epoch_at(self, step: int) -> int | None:
+        """The epoch that ended at `step`, or None when none did (a mid-epoch checkpoint)."""
+        return next((m["epoch"] for m in self.metrics if m["step"] == step), None)
+
+    def val_losses(self) -> list[float]:
+        return [m["val_loss"] for m in self.metrics]
+
+
+class RunFolder:
+    """A run folder on disk; the object itself touches nothing (see create and open)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        # The multi-process rule: process 0 alone writes the folder's own files and holds its lock.
+        self.writes = not read_only and parallel.is_primary()
+
+    @classmethod
+    def create(cls, workdir: str | Path) -> "RunFolder":
+        """The run folder to train in, created if it does not exist."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            Path(workdir).mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            refuse_file(self.path)
+            refuse_file(workdir)
             raise CharLSTMError(
-                f"cannot create run folder {str(self.path)!r}: {e.strerror}: give a --workdir you can write to"
+                f"cannot create run folder {str(workdir)!r}: {e.strerror}: give a --workdir you can write to"
             ) from None
+        return cls(workdir)
+
+    @classmethod
+    def open(cls, workdir: str | Path) -> "RunFolder":
+        """An existing run folder, to read while a trainer may be writing it."""
+        if not Path(workdir).is_dir():
+            refuse_file(workdir)
+            raise CharLSTMError(
+                f"run folder {str(workdir)!r} does not exist: train one with scripts/train.py --workdir {workdir}"
+            )
+        return cls(workdir, read_only=True)
+
+    @functools.cached_property
+    def checkpoints(self) -> Checkpoints:
+        """The folder's checkpoints, opened on first use (training: under the lock, as it sets damaged ones aside)."""
+        return Checkpoints(self.path, read_only=self.read_only)
+
+    def write(self, name: str, text: str, mode: str = "w") -> None:
+        """Replaces the file `name` with `text` at once, so no reader sees half of it (mode 'w'), or appends
+        `text` to it ('a'); does nothing in a process that does not write (RunFolder.writes)."""
+        if not self.writes:
+            return
+        path = self.path / name
+        target, path = (path, path.with_name(f".{name}.tmp")) if mode == "w" else (None, path)
+        with open(path, mode) as f:
+            f.write(text)
+        if target:
+            os.replace(path, target)
 
     @contextlib.contextmanager
     def lock(self):
-        """Holds `.lock` while training (process 0 only); refuses a live holder, clears a dead one's."""
-        if not parallel.is_primary():
+        """Holds LOCK while training (process 0 only); refuses a live holder, clears a dead one's."""
+        if not self.writes:
             yield
             return
-        path = self.path / ".lock"
+        path = self.path / LOCK
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         for _ in range(2):
             try:
@@ -133,11 +199,15 @@ class RunFolder:
         finally:
             path.unlink(missing_ok=True)
 
+    def read_config(self) -> dict | None:
+        """config.json as saved (fields added since then missing), or None before training wrote it."""
+        path = self.path / CONFIG
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def check_resumable(self, config: ml_collections.ConfigDict, corpus: Corpus) -> None:
         """Refuses to resume with other data, model or optimizer settings, or another corpus."""
-        config_path = self.path / "config.json"
-        if config_path.exists():
-            saved = config_lib.with_defaults(json.loads(config_path.read_text())).to_dict()
+        if (saved := self.read_config()) is not None:
+            saved = config_lib.with_defaults(saved).to_dict()
             if differences := config_differences(saved, config.to_dict()):
                 raise CharLSTMError(
                     f"run folder {str(self.path)!r} was trained with other settings: "
@@ -146,22 +216,26 @@ class RunFolder:
         self.check_corpus(corpus)
 
     def check_corpus(self, corpus: Corpus) -> None:
-        """Refuses a corpus whose file changed since the run started (its SHA-256 differs)."""
-        info = self.read_run_info()
+        """Refuses a corpus that changed since the run started: its file's SHA-256, or the vocabulary it
+        gives, differs from what the run recorded."""
+        info, vocab = self.read_run_info(), self.path / VOCAB
         if info and info[0]["corpus"]["sha256"] != corpus.sha256:
-            raise CharLSTMError(
-                f"the corpus {corpus.source!r} changed since run folder {str(self.path)!r} was trained "
-                "(SHA-256 differs): restore the file it was trained on, or use a new --workdir"
-            )
+            why = "SHA-256 differs"
+        elif vocab.is_file() and json.loads(vocab.read_text())["chars"] != corpus.vocab.chars:
+            why = "its characters differ"
+        else:
+            return
+        raise CharLSTMError(
+            f"the corpus {corpus.source!r} changed since run folder {str(self.path)!r} was trained ({why}): "
+            "restore the file it was trained on, or use a new --workdir"
+        )
 
     def write_setup(self, config: ml_collections.ConfigDict, corpus: Corpus, command: str, extra: dict) -> None:
         """Writes config.json and vocab.json, and appends this start to run_info.jsonl with `extra`'s fields
         (e.g. the LSTM implementation each layer runs)."""
         parallel.sync("run_folder.setup")  # Every process has read the old setup (check_resumable).
-        if not parallel.is_primary():
-            return
-        (self.path / "config.json").write_text(config_lib.to_json(config))
-        (self.path / "vocab.json").write_text(corpus.vocab.to_json() + "\n")
+        self.write(CONFIG, config_lib.to_json(config))
+        self.write(VOCAB, corpus.vocab.to_json() + "\n")
         info = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": command,
@@ -173,32 +247,25 @@ class RunFolder:
             "processes": jax.process_count(),
             **extra,
         }
-        self._append("run_info.jsonl", info)
+        self.write(RUN_INFO, json.dumps(info) + "\n", "a")
 
     def read_run_info(self) -> list[dict]:
-        return self._read_jsonl("run_info.jsonl")
+        return self._read_jsonl(RUN_INFO)
 
     def read_metrics(self) -> list[dict]:
-        return self._read_jsonl("metrics.jsonl")
+        return self._read_jsonl(METRICS)
+
+    def read_samples(self) -> list[dict]:
+        return self._read_jsonl(SAMPLES)
+
+    def history(self) -> History:
+        """The finished epochs' records, to append the next ones to."""
+        return History(self)
 
     def keep_metrics_through(self, epoch: int) -> None:
         """Drops metric lines of epochs after `epoch` (written just before a crash lost them)."""
         kept = [m for m in self.read_metrics() if m["epoch"] <= epoch]
-        if parallel.is_primary():
-            (self.path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
-
-    def append_metrics(self, metrics: dict) -> None:
-        """Appends an epoch's record; every process then reads the same metrics.jsonl."""
-        self._append("metrics.jsonl", metrics)
-        parallel.sync("run_folder.metrics")
-
-    def append_samples(self, record: dict) -> None:
-        """Appends an epoch's samples to samples.txt (to read) and samples.jsonl (to process)."""
-        if not parallel.is_primary():
-            return
-        with open(self.path / "samples.txt", "a") as f:
-            f.write(f"=== epoch {record['epoch']}\n{format_samples(record)}\n")
-        self._append("samples.jsonl", record)
+        self.write(METRICS, "".join(json.dumps(m) + "\n" for m in kept))
 
     def read_final_metrics(self) -> dict:
         """final_metrics.json: the best checkpoint's scores when training ended; {} before."""
@@ -206,20 +273,7 @@ class RunFolder:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def write_final_metrics(self, record: dict) -> None:
-        """Replaces final_metrics.json at once, so no reader sees half of it."""
-        if parallel.is_primary():
-            tmp = self.path / f".{FINAL_METRICS}.tmp"
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
-            os.replace(tmp, self.path / FINAL_METRICS)
-
-    def read_samples(self) -> list[dict]:
-        return self._read_jsonl("samples.jsonl")
-
-    def _append(self, name: str, record: dict) -> None:
-        if not parallel.is_primary():
-            return
-        with open(self.path / name, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self.write(FINAL_METRICS, json.dumps(record, indent=2) + "\n")
 
     def _read_jsonl(self, name: str) -> list[dict]:
         """The records of a JSON-lines file; a line that is not JSON (cut off by a crash mid-write) is
@@ -241,11 +295,9 @@ class RunFolder:
     def drop_cut_lines(self) -> None:
         """Removes a last line left without its newline (a write cut off by a crash) from each JSON-lines
         file, so the next record appended starts on a line of its own."""
-        if not parallel.is_primary():
-            return
-        for name in JSONL_FILES:
+        for name in JSONL_FILES if self.writes else ():
             path = self.path / name
             if path.exists() and (text := path.read_text()) and not text.endswith("\n"):
                 kept = text[: text.rfind("\n") + 1]
                 print(f"warning: dropped a cut-off last line of {path}: {text[len(kept):][:60]!r}", file=sys.stderr)
-                path.write_text(kept)
+                self.write(name, kept)

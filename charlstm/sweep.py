@@ -16,7 +16,8 @@ from charlstm import config as config_lib
 from charlstm import reports
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import RunFolder
-from charlstm.train import patience_ran_out, train_and_evaluate
+from charlstm.stopping import patience_ran_out
+from charlstm.train import train_and_evaluate
 
 LEADERBOARD_MD, LEADERBOARD_CSV, CURVES_PNG = "leaderboard.md", "leaderboard.csv", "validation_curves.png"
 

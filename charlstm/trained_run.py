@@ -11,10 +11,8 @@ install.
 import dataclasses
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from charlstm import averaging, data
@@ -23,33 +21,33 @@ from charlstm.checkpoints import Checkpoints, first_line
 from charlstm.errors import CharLSTMError
 from charlstm.model import create_model, split_model
 from charlstm.optimizer import make_optimizer
-from charlstm.run_folder import RunFolder, refuse_file
+from charlstm.run_folder import RunFolder
 
 default_config = config_lib.default_config  # What the scripts' --config.* overrides are typed by.
+# How often a reader re-resolves its checkpoint when a trainer rotates it out before it is read.
+READ_ATTEMPTS = 10
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
     """A run folder's model at one checkpoint, with the vocab and config it was trained with."""
 
-    path: Path
+    folder: RunFolder
     config: ml_collections.ConfigDict  # The checkpoint's config over the defaults, with the caller's overrides.
     vocab: data.Vocab
     graphdef: nnx.GraphDef
     params: dict
     step: int
 
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
     def corpus(self) -> data.Corpus:
         """The run's corpus, re-read from its file; refuses a file that changed since training."""
         corpus = data.load_corpus(self.config.data)
-        RunFolder(self.path).check_corpus(corpus)
-        if corpus.vocab != self.vocab:
-            raise CharLSTMError(
-                f"the corpus {corpus.source!r} changed since run folder {str(self.path)!r} was trained: "
-                "restore the file it was trained on"
-            )
+        self.folder.check_corpus(corpus)
         return corpus
-
     def encode(self, text: str, what: str) -> tuple[np.ndarray, list[str]]:
         """Ids `[n]` of `text` cleaned as the training text was, and warnings naming what was dropped.
 
@@ -100,33 +98,51 @@ def checkpoint_step(checkpoints: Checkpoints, which: str) -> int:
 
 
 def load(workdir: str | Path, checkpoint: str = "best", overrides: dict | None = None) -> Run:
-    """The run in `workdir` at `checkpoint` ('best', 'latest' or a step number); only its params are read."""
-    workdir = Path(workdir)
-    refuse_file(workdir)
-    if not workdir.is_dir():
-        raise CharLSTMError(
-            f"run folder {str(workdir)!r} does not exist: train one with scripts/train.py --workdir {workdir}"
-        )
-    checkpoints = Checkpoints(workdir, read_only=True)
-    step = checkpoint_step(checkpoints, checkpoint)
-    meta = checkpoints.restore_meta(step)
-    config, vocab = trained_config(meta["config"], overrides or {}), data.Vocab(meta["vocab"])
+    """The run in `workdir` at `checkpoint` ('best', 'latest' or a step number); only its model is read."""
+    return read(RunFolder.open(workdir), checkpoint, overrides)
+
+
+def read(folder: RunFolder, checkpoint: str = "best", overrides: dict | None = None) -> Run:
+    """The run in `folder` at `checkpoint`, as load() says, also while a trainer writes the folder.
+
+    The step is resolved from the folder's listing; when it cannot be read, the
+    listing is read again: a step the trainer rotated out meanwhile is resolved
+    anew (latest: the latest that still exists; a number: no longer there), and
+    only a step that is still there and does not load is reported as damaged.
+    """
+    checkpoints = folder.checkpoints
+    for _ in range(READ_ATTEMPTS):
+        step = checkpoint_step(checkpoints, checkpoint)
+        try:
+            return _read_step(folder, step, overrides or {})
+        except CharLSTMError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- whatever a vanished or damaged file raises.
+            checkpoints.manager.reload()
+            if checkpoint_step(checkpoints, checkpoint) == step:
+                others = [s for s in checkpoints.complete_steps() if s != step]
+                raise CharLSTMError(
+                    f"checkpoint step {step} in {checkpoints.directory} does not load ({first_line(e)}): "
+                    f"pass --checkpoint with one of the other steps {others}, or resume training there"
+                ) from None
+    raise CharLSTMError(
+        f"checkpoint {checkpoint!r} of {str(folder.path)!r} was replaced {READ_ATTEMPTS} times while being read: "
+        "pass --checkpoint with a step number, or read it after training"
+    )
+
+
+def _read_step(folder: RunFolder, step: int, overrides: dict) -> Run:
+    """Checkpoint `step`'s model, vocab and config (over the defaults, then `overrides`)."""
+    meta = folder.checkpoints.restore_meta(step)
+    config, vocab = trained_config(meta.config, overrides), data.Vocab(meta.vocab)
     graphdef, like = split_model(create_model(config, vocab.size))
-    try:
-        if config.train.average_decay:  # The weights' average, kept in the optimizer state, is the model.
-            opt_state = make_optimizer(config.train, 1).init(like)
-            params = averaging.averaged(checkpoints.restore_part(step, "opt_state", abstract(opt_state)))
-        else:
-            params = checkpoints.restore_params(step, abstract(like))
-    except Exception as e:  # noqa: BLE001 -- whatever a damaged file raises.
-        others = [s for s in checkpoints.complete_steps() if s != step]
-        raise CharLSTMError(
-            f"checkpoint step {step} in {checkpoints.directory} does not load ({first_line(e)}): "
-            f"pass --checkpoint with one of the other steps {others}, or resume training there"
-        ) from None
-    return Run(workdir, config, vocab, graphdef, params, step)
+    return Run(folder, config, vocab, graphdef, model_params(folder.checkpoints, step, config, like), step)
 
 
-def abstract(tree):
-    """Shapes and dtypes of a tree's arrays, as a restore needs them."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+def model_params(checkpoints: Checkpoints, step: int, config: ml_collections.ConfigDict, like: dict) -> dict:
+    """The model's weights in checkpoint `step` (averaging.model_params), shaped like `like`; only the
+    part of the state that holds them is read: the optimizer state when it keeps an average, else the params."""
+    if config.train.average_decay:
+        opt_state = checkpoints.restore_part(step, "opt_state", make_optimizer(config.train, 1).init(like))
+        return averaging.model_params(None, opt_state)
+    return checkpoints.restore_params(step, like)

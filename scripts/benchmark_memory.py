@@ -6,10 +6,11 @@
 
 Writes the corpus to a temporary folder (random letters, spaces and line breaks,
 with some upper case and non-ASCII characters for the cleaning to handle), then
-does on it what training does: data.load_corpus (read, cleaned and encoded in
-pieces), the training ids onto every device, the first epoch's window starts,
---steps steps of train.train_epoch, one evaluation of --eval_chars validation
-characters (eval.max_chars: evaluation time grows with it, its memory does not),
+does on it what training does, through charlstm.loop.Training: data.load_corpus
+(read, cleaned and encoded in pieces), the model and the training ids onto every
+device, the first epoch's window starts, --steps steps of Training.train_epoch,
+one evaluation of --eval_chars validation characters (eval.max_chars:
+evaluation time grows with it, its memory does not),
 the epoch's samples with their novelty figures (which search the decoded
 training text) and a checkpoint. Prints the seconds of each phase and the process's peak
 resident memory (ru_maxrss) after it. The target for 200 MB with
@@ -24,8 +25,8 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from charlstm import cli, data, novelty, parallel, train
-from charlstm.checkpoints import Checkpoints
+from charlstm import cli, data, loop, parallel, stopping
+from charlstm.run_folder import RunFolder
 
 # Characters of the generated text, each as often as it appears here; '~' becomes 'é' (two bytes).
 ALPHABET = b"eeeeeeettttttaaaaaooooiiiinnnnsssshhhhrrrddlllcuumwfgypbvkjxqz           ,.\nTAI~"
@@ -57,24 +58,17 @@ def measure(config, folder: Path, steps: int) -> dict:
 
     corpus = data.load_corpus(config.data)
     phase("load_corpus")
-    placement = train.shardings()
-    graphdef, params, zero_carry = train.placed_model(config, corpus.vocab.size, placement)
-    tx = train.make_optimizer(config.train, steps)
-    state = train.initial_state(params, tx, zero_carry)
-    train_ids = parallel.put(corpus.train_ids, placement["replicated"])
-    starts = train.window_starts(corpus, config, 1)[:steps]
+    training, state = loop.Training.start(config, corpus, RunFolder.create(folder), stopping.StopRequest())
+    starts = loop.window_starts(corpus, config, 1)[:steps]
     phase("model_and_ids")
-    checkpoints = Checkpoints(folder)
-    step = train.make_train_step(config, graphdef, tx)
-    state = train.train_epoch(state, starts, train_ids, step, config, {"signal": None}, checkpoints)
+    state = training.train_epoch(state, starts)
     phase("train_steps")
-    metrics = train.epoch_metrics(state, starts, graphdef, corpus, config)
+    metrics = training.epoch_metrics(state, starts)
     phase("evaluate")
-    samples = train.epoch_samples(graphdef, state.params, corpus, config, 1)
-    novelty.epoch_summary([s["text"] for s in samples["samples"]], train.novelty_reference(corpus))
+    training.novelty_summary(training.epoch_samples(state, 1))
     phase("samples_novelty")
-    checkpoints.save(state.step, state.to_checkpoint(), {"vocab": corpus.vocab.chars}, metrics["val_loss"])
-    checkpoints.wait()
+    training.save(state, metrics)
+    training.run.checkpoints.wait()
     phase("checkpoint")
     return {"train_chars": len(corpus.train_ids), "val_chars": len(corpus.val_ids), "vocab": corpus.vocab.size,
             "ids_dtype": str(corpus.train_ids.dtype), "phases": results}

@@ -8,8 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from charlstm import averaging, evaluate, train, trained_run
+from charlstm import averaging, evaluate, train_step, trained_run
 from charlstm.checkpoints import Checkpoints
+from charlstm.optimizer import make_optimizer
 from charlstm.train import train_and_evaluate
 
 
@@ -31,10 +32,10 @@ def test_two_steps_match_the_rule_by_hand():
 
 
 def test_without_averaging_the_optimizer_and_evaluated_weights_are_unchanged(tiny_config):
-    assert averaging.averaged(train.make_optimizer(tiny_config.train, 10).init({"w": jnp.ones(2)})) is None
+    assert averaging.averaged(make_optimizer(tiny_config.train, 10).init({"w": jnp.ones(2)})) is None
     tx = optax.adam(0.1)
-    state = train.initial_state({"w": jnp.ones(2)}, tx, None)
-    assert train.evaluated_params(state) is state.params
+    state = train_step.initial_state({"w": jnp.ones(2)}, tx, None)
+    assert state.model_params() is state.params
 
 
 @pytest.mark.slow

@@ -1,4 +1,6 @@
 import errno
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from charlstm import CharLSTMError, trained_run
-from charlstm.checkpoints import Checkpoints
+from charlstm.checkpoints import CheckpointMeta, Checkpoints
 from charlstm.errors import SaveFailed
 from charlstm.train import train_and_evaluate
 
@@ -15,13 +17,14 @@ def test_best_and_latest_are_both_kept(tmp_path):
     checkpoints = Checkpoints(tmp_path)
     state = {"params": {"w": jnp.arange(3.0)}, "step": 0}
     for step, val_loss in [(10, 3.0), (20, 1.0), (30, 2.0), (40, 2.5)]:
-        checkpoints.save(step, {**state, "step": step}, {"vocab": "ab", "epoch": step // 10}, val_loss)
+        meta = CheckpointMeta("ab", {}, {"epoch": step // 10, "val_loss": val_loss})
+        checkpoints.save(step, {**state, "step": step}, meta)
     checkpoints.wait()  # Saves are written in the background.
     assert checkpoints.manager.all_steps() == [20, 30, 40]  # The best and the two latest.
     assert (checkpoints.best_step(), checkpoints.latest_step()) == (20, 40)
     restored, meta = Checkpoints(tmp_path, read_only=True).restore(20, like=state)
     np.testing.assert_array_equal(restored["params"]["w"], [0.0, 1.0, 2.0])
-    assert restored["step"] == 20 and meta == {"vocab": "ab", "epoch": 2}
+    assert restored["step"] == 20 and meta == CheckpointMeta("ab", {}, {"epoch": 2, "val_loss": 1.0})
 
 
 def test_reading_a_folder_without_checkpoints_is_a_user_error(tmp_path):
@@ -33,7 +36,7 @@ def test_params_restore_alone_with_their_own_structure(tmp_path):
     params = {"layers": {0: {"w": jnp.arange(3.0)}}, "head": {"b": jnp.ones(2)}}
     state = {"params": params, "opt_state": {"mu": jnp.zeros(5)}, "step": 7}
     checkpoints = Checkpoints(tmp_path)
-    checkpoints.save(7, state, {"vocab": "ab"}, val_loss=1.0)
+    checkpoints.save(7, state, CheckpointMeta("ab", {}, {"val_loss": 1.0}))
     checkpoints.wait()
     restored = Checkpoints(tmp_path, read_only=True).restore_params(7, like=params)
     assert restored.keys() == params.keys() and list(restored["layers"]) == [0]  # An int key stays an int.
@@ -99,3 +102,27 @@ def test_resuming_falls_back_to_the_newest_checkpoint_that_loads(tiny_config, tm
     assert f"warning: checkpoint step {latest} does not load" in err
     assert (tmp_path / "checkpoints_unreadable" / str(latest)).is_dir()  # Kept aside, not deleted.
     assert [m["epoch"] for m in metrics] == [1, 2, 3]  # Epoch 2 trained again from epoch 1's checkpoint.
+
+
+# A script (through cli) that saves a mid-epoch checkpoint, as an interrupted run does, in the folder argv[1].
+SAVE_MID_EPOCH = """
+import jax.numpy as jnp
+from charlstm import cli
+from charlstm.checkpoints import CheckpointMeta, Checkpoints
+
+def main(arguments):
+    checkpoints = Checkpoints(arguments[0])
+    checkpoints.save(3, {"params": {"w": jnp.ones(2)}}, CheckpointMeta("ab", {}))
+    checkpoints.wait()
+
+cli.run_with_arguments(main)
+"""
+
+
+def test_a_mid_epoch_save_logs_nothing_unless_asked(tmp_path):
+    quiet = subprocess.run([sys.executable, "-c", SAVE_MID_EPOCH, str(tmp_path / "a")], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    asked = subprocess.run(
+        [sys.executable, "-c", SAVE_MID_EPOCH, "--verbosity=0", str(tmp_path / "b")], capture_output=True, text=True
+    )
+    assert asked.returncode == 0 and "tracked_metric" in asked.stderr

@@ -6,8 +6,7 @@ import pytest
 from flax import nnx
 
 from charlstm import CharLSTMError, dynamic_eval, evaluate
-from charlstm.model import CharLSTM
-from charlstm.train import split_model
+from charlstm.model import CharLSTM, split_model
 
 VOCAB = 6
 

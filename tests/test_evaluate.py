@@ -7,8 +7,7 @@ import pytest
 from flax import nnx
 
 from charlstm import evaluate, trained_run
-from charlstm.model import CharLSTM
-from charlstm.train import split_model
+from charlstm.model import CharLSTM, split_model
 from tests.conftest import run_script
 
 

@@ -12,7 +12,9 @@ import pytest
 
 from tests.conftest import REPO
 
-TRAINING_MODULES = ("charlstm.train", "charlstm.reports", "matplotlib", "tensorboardX", "tqdm")
+TRAINING_MODULES = (
+    "charlstm.train", "charlstm.loop", "charlstm.train_step", "charlstm.reports", "matplotlib", "tensorboardX", "tqdm"
+)
 
 
 @pytest.fixture(scope="module")

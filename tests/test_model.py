@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import train
+from charlstm import train_step
 from charlstm.model import CharLSTM, create_model, gru_cell, lstm_cell, split_model, train_step_flops
 
 
@@ -118,6 +118,6 @@ def test_train_step_flops_are_three_times_the_forward_matmuls(tiny_config, cell,
     c.model.lstm_impl = "autodiff" if cell == "lstm" else "auto"  # A plain scan: its matmuls are visible.
     graphdef, params = split_model(create_model(c, 30))
     windows = jnp.zeros((c.train.batch_size, c.data.seq_length + 1), jnp.int32)
-    loss = functools.partial(train.loss_fn, graphdef, objective=objective, dropout_key=None, carry=None)
+    loss = functools.partial(train_step.loss_fn, graphdef, objective=objective, dropout_key=None, carry=None)
     jaxpr = jax.make_jaxpr(lambda params: loss(params, windows))(params).jaxpr
     assert train_step_flops(c, 30) == 3 * forward_matmul_flops(jaxpr)

@@ -1,4 +1,4 @@
-"""train.make_optimizer: the learning rate at each step, global-norm clipping and decoupled weight decay."""
+"""optimizer.make_optimizer: the learning rate at each step, global-norm clipping and decoupled weight decay."""
 
 import math
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from charlstm import train
+from charlstm import optimizer
 
 PEAK = 0.01
 
@@ -20,7 +20,7 @@ GRADIENTS = [BIG, SMALL, jax.tree.map(lambda g: -0.5 * g, BIG), SMALL]
 
 def updates_of(train_config, total_steps: int, gradients: list[dict], params: dict) -> list[dict]:
     """The updates make_optimizer's transformation gives for `gradients` in turn, applying each to `params`."""
-    tx = train.make_optimizer(train_config, total_steps)
+    tx = optimizer.make_optimizer(train_config, total_steps)
     params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
     state, updates = tx.init(params), []
     for grads in gradients:

@@ -1,4 +1,4 @@
-"""Data parallelism: 4 CPU devices match 1, shardings are what train.shardings() says, 2 processes write one run."""
+"""Data parallelism: 4 CPU devices match 1, shardings are train_step.shardings(), 2 processes write one run."""
 
 import json
 import os
@@ -21,16 +21,16 @@ FOUR_DEVICES = """
 import json, sys
 import jax
 from jax.sharding import PartitionSpec
-from charlstm import CharLSTMError, config as config_lib, train
+from charlstm import CharLSTMError, config as config_lib, train, train_step
 
 config = config_lib.from_file(sys.argv[1])
 config.data.dir, workdir = sys.argv[2], sys.argv[3]
 assert jax.device_count() == 4
-shardings = train.shardings()
+shardings = train_step.shardings()
 assert shardings["batch"].spec == PartitionSpec("data") and shardings["replicated"].spec == PartitionSpec()
 assert shardings["batch"].mesh.size == 4
 
-make_step, checked = train.make_train_step, []
+make_step, checked = train_step.make_train_step, []
 def checked_make_step(*args):
     step = make_step(*args)
     def checked_step(state, ids, starts):
@@ -43,7 +43,7 @@ def checked_make_step(*args):
         checked.append(1)
         return out, loss
     return checked_step
-train.make_train_step = checked_make_step
+train_step.make_train_step = checked_make_step
 metrics = train.train_and_evaluate(config, workdir)
 assert checked
 

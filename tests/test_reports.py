@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from charlstm import config as config_lib
 from charlstm import reports
-from charlstm.run_folder import config_differences
+from charlstm.run_folder import RunFolder, config_differences
 from charlstm.train import train_and_evaluate
 from tests.conftest import REPO
 
@@ -65,7 +65,7 @@ def test_reports_are_rendered_from_the_files_alone(tiny_run, tmp_path):
     copy.mkdir()
     for name in ("metrics.jsonl", "samples.jsonl"):
         (copy / name).write_text((tiny_run / name).read_text())
-    reports.write_run_reports(copy)
+    reports.write_run_reports(RunFolder(copy).history())
     assert (copy / reports.SAMPLES_MD).read_text() == before
     assert (copy / reports.CURVES_PNG).read_bytes().startswith(b"\x89PNG")
 
@@ -95,7 +95,7 @@ def test_an_epoch_logged_again_replaces_its_tensorboard_events(tmp_path):
     samples = {"epoch": 0, "prompt": "the ", "samples": [{"temperature": 1.0, "text": "union"}]}
     for epoch, val_bpc in [(1, 3.0), (2, 2.5), (2, 2.0)]:  # Epoch 2 re-run after a crash.
         metrics = {"epoch": epoch, "train_loss": 1.0, "val_loss": 1.0, "val_bpc": val_bpc, "chars_per_second": 10.0}
-        reports.log_epoch_to_tensorboard(tmp_path, metrics, {**samples, "epoch": epoch})
+        reports.log_epoch_to_tensorboard(RunFolder(tmp_path), metrics, {**samples, "epoch": epoch})
     logged = tensorboard_events(tmp_path).Scalars("val_bpc")
     assert [(e.step, e.value) for e in logged] == [(1, 3.0), (2, 2.0)]
 

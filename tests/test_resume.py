@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from charlstm import train
+from charlstm import train, train_step
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import TrainingDiverged
 from tests.conftest import REPO, run_script, without_timing
@@ -59,22 +59,22 @@ def steps_per_epoch(workdir) -> int:
     return numbers(workdir)[0]["step"]
 
 
-# Runs scripts/train.py (argv[2:]) with train.should_stop wrapped: at step int(argv[1]) it prints
+# Runs scripts/train.py (argv[2:]) with stopping.should_stop wrapped: at step int(argv[1]) it prints
 # "at step N" and holds training there until a signal arrives (60 s at most), so the test's signal
 # lands at that step boundary however slow the machine.
 SIGNAL_AT_STEP = """
 import runpy, sys, time
-from charlstm import train
-should_stop, target, boundaries = train.should_stop, int(sys.argv[1]), []
+from charlstm import stopping
+should_stop, target, boundaries = stopping.should_stop, int(sys.argv[1]), []
 def announcing_should_stop(stop, epoch_step, every):
     if len(boundaries) == target:
         print(f"at step {target}", flush=True)
         deadline = time.monotonic() + 60
-        while stop["signal"] is None and time.monotonic() < deadline:
+        while stop.signal is None and time.monotonic() < deadline:
             time.sleep(0.001)
     boundaries.append(epoch_step)
     return should_stop(stop, epoch_step, every)
-train.should_stop = announcing_should_stop
+stopping.should_stop = announcing_should_stop
 sys.argv = sys.argv[2:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
@@ -197,8 +197,8 @@ def test_a_non_finite_loss_stops_and_keeps_the_best_checkpoint(tiny_config, tmp_
     train.train_and_evaluate(tiny_config, tmp_path)
     best = Checkpoints(tmp_path, read_only=True).best_step()
     before = final_params(tmp_path)
-    real_loss = train.loss_fn
-    monkeypatch.setattr(train, "loss_fn", lambda *args: nan_loss(*real_loss(*args)))
+    real_loss = train_step.loss_fn
+    monkeypatch.setattr(train_step, "loss_fn", lambda *args: nan_loss(*real_loss(*args)))
     tiny_config.train.epochs = 2
     with pytest.raises(TrainingDiverged, match=f"best checkpoint \\(step {best}\\) is untouched"):
         train.train_and_evaluate(tiny_config, tmp_path)

@@ -160,7 +160,8 @@ def test_lines_cut_off_by_a_crash_are_dropped_on_resume_and_skipped_by_readers(t
 
 def test_a_file_in_the_way_of_a_run_folder_is_called_a_file(tmp_path):
     (tmp_path / "notes.txt").write_text("not a run")
-    with pytest.raises(CharLSTMError, match="'.*notes.txt' is a file, not a run folder"):
-        RunFolder(tmp_path / "notes.txt")
-    with pytest.raises(CharLSTMError, match="inside '.*notes.txt', which is a file"):
-        RunFolder(tmp_path / "notes.txt" / "run")
+    for make in (RunFolder.create, RunFolder.open):
+        with pytest.raises(CharLSTMError, match="'.*notes.txt' is a file, not a run folder"):
+            make(tmp_path / "notes.txt")
+        with pytest.raises(CharLSTMError, match="inside '.*notes.txt', which is a file"):
+            make(tmp_path / "notes.txt" / "run")

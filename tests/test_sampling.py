@@ -6,8 +6,7 @@ import pytest
 from flax import nnx
 
 from charlstm import data, sampling
-from charlstm.model import CharLSTM
-from charlstm.train import split_model
+from charlstm.model import CharLSTM, split_model
 from tests.conftest import assert_float32_accurate, in_float64
 
 VOCAB = 13

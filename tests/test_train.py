@@ -8,12 +8,14 @@ import optax
 import pytest
 from flax import nnx
 
-from charlstm import data, evaluate, lstm, parallel, train, trained_run
+from charlstm import data, evaluate, loop, lstm, parallel, stopping, trained_run
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import TrainingInterrupted
 from charlstm.model import CharLSTM, create_model, split_model
+from charlstm.optimizer import make_optimizer
 from charlstm.run_folder import RunFolder
-from charlstm.train import make_train_step, train_and_evaluate
+from charlstm.train import train_and_evaluate
+from charlstm.train_step import initial_state, make_train_step
 from tests.conftest import run_script, vocab_of, without_timing
 
 RUN_FILES = {
@@ -34,7 +36,7 @@ def test_a_tiny_model_overfits_a_repeated_string(tiny_config):
     ids = jnp.asarray(vocab.encode(text))
     graphdef, params = split_model(CharLSTM(vocab.size, 32, 1, rngs=nnx.Rngs(0)))
     tx = optax.adam(1e-2)
-    step, state = make_train_step(tiny_config, graphdef, tx), train.initial_state(params, tx, None)
+    step, state = make_train_step(tiny_config, graphdef, tx), initial_state(params, tx, None)
     rng = np.random.default_rng(0)
     for _ in range(300):
         state, loss = step(state, ids, jnp.asarray(rng.integers(0, len(text) - seq_length - 1, 16), jnp.int32))
@@ -101,12 +103,12 @@ def test_stateful_training_with_regularisers_runs_end_to_end(tiny_config, tmp_pa
     assert 0 < metrics[0]["step"] <= expected_steps
 
 
-def stopping_at(epoch_step: int, should_stop=train.should_stop):
-    """`should_stop` (train's), with a stop requested (as SIGINT would) at step `epoch_step` of an epoch."""
+def stopping_at(epoch_step: int, should_stop=stopping.should_stop):
+    """`should_stop`, with a stop requested (as SIGINT would) at step `epoch_step` of an epoch."""
 
-    def stop_at(stop: dict, at: int, every: int) -> bool:
+    def stop_at(stop: stopping.StopRequest, at: int, every: int) -> bool:
         if at == epoch_step:
-            stop["signal"] = signal.SIGINT
+            stop.signal = signal.SIGINT
         return should_stop(stop, at, every)
 
     return stop_at
@@ -120,18 +122,18 @@ def test_stateful_training_starts_each_window_from_the_previous_ones_final_state
     tiny_config.train.epochs = 1
     k = 10
     for at in (k, k + 1):  # Stop at step k, then resume and stop one step later.
-        monkeypatch.setattr(train, "should_stop", stopping_at(at))
+        monkeypatch.setattr(stopping, "should_stop", stopping_at(at))
         with pytest.raises(TrainingInterrupted, match=f"saved step {at} "):
             train_and_evaluate(tiny_config, tmp_path)
     run = trained_run.load(tmp_path, str(k))
     corpus = data.load_corpus(tiny_config.data)
-    starts = train.window_starts(corpus, tiny_config, epoch=1)[k]
+    starts = loop.window_starts(corpus, tiny_config, epoch=1)[k]
     window = data.gather_windows(jnp.asarray(corpus.train_ids), jnp.asarray(starts), tiny_config.data.seq_length + 1)
     _, from_zeros = evaluate.sequence_nll(run.graphdef, run.params, window[:, :-1], window[:, 1:], None)
     checkpoints = Checkpoints(tmp_path, read_only=True)
-    carry = checkpoints.restore_part(k, "carry", trained_run.abstract(from_zeros))
+    carry = checkpoints.restore_part(k, "carry", from_zeros)
     _, expected = evaluate.sequence_nll(run.graphdef, run.params, window[:, :-1], window[:, 1:], carry)
-    saved = checkpoints.restore_part(k + 1, "carry", trained_run.abstract(from_zeros))
+    saved = checkpoints.restore_part(k + 1, "carry", from_zeros)
     # The same cells in another compiled program (training's has a backward pass): rounding may differ a little.
     for got, want, fresh in zip(jax.tree.leaves(saved), jax.tree.leaves(expected), jax.tree.leaves(from_zeros)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -142,33 +144,33 @@ def test_stateful_training_starts_each_window_from_the_previous_ones_final_state
 def test_processes_agree_to_stop_every_few_steps_and_a_signal_to_any_stops_all(monkeypatch):
     """With several processes, should_stop asks all of them only at multiples of `every` (a collective
     every process must join), and then stops each one when any of them was signalled."""
-    others, asked = {"signal": None}, []
+    others, asked = stopping.StopRequest(), []
 
     def any_process_signal(signal_number):  # This process and one other, as parallel.any_process_signal.
         asked.append(signal_number)
-        return max(signal_number or 0, others["signal"] or 0) or None
+        return max(signal_number or 0, others.signal or 0) or None
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(parallel, "any_process_signal", any_process_signal)
-    stop = {"signal": None}
-    assert not any(train.should_stop(stop, step, every=4) for step in range(8))
+    stop = stopping.StopRequest()
+    assert not any(stopping.should_stop(stop, step, every=4) for step in range(8))
     assert asked == [None, None]  # At steps 0 and 4 only.
-    others["signal"] = signal.SIGTERM  # The other process is signalled, this one is not.
-    assert [train.should_stop(stop, step, every=4) for step in range(9, 13)] == [False, False, False, True]
-    assert stop["signal"] == signal.SIGTERM
-    others["signal"], stop = None, {"signal": signal.SIGINT}  # This process is signalled at step 13.
-    assert [train.should_stop(stop, step, every=4) for step in range(13, 17)] == [False, False, False, True]
+    others.signal = signal.SIGTERM  # The other process is signalled, this one is not.
+    assert [stopping.should_stop(stop, step, every=4) for step in range(9, 13)] == [False, False, False, True]
+    assert stop.signal == signal.SIGTERM
+    others.signal, stop = None, stopping.StopRequest(signal.SIGINT)  # This process is signalled at step 13.
+    assert [stopping.should_stop(stop, step, every=4) for step in range(13, 17)] == [False, False, False, True]
     assert asked[-1] == signal.SIGINT  # What the other process learns at step 16.
 
 
 def test_epochs_since_best():
-    assert train.epochs_since_best([3.0, 2.0, 2.5, 2.4]) == 2
-    assert train.epochs_since_best([3.0, 2.0, 1.0]) == 0
+    assert stopping.epochs_since_best([3.0, 2.0, 2.5, 2.4]) == 2
+    assert stopping.epochs_since_best([3.0, 2.0, 1.0]) == 0
 
 
 def test_early_stopping_stops_at_the_right_epoch(tiny_config, tmp_path, monkeypatch, capsys):
     scripted = iter([2.0, 1.5, 1.6, 1.4, 1.45, 1.5, 1.3, 1.2])
-    monkeypatch.setattr(train.evaluate, "mean_nll", lambda *args: next(scripted))
+    monkeypatch.setattr(evaluate, "mean_nll", lambda *args: next(scripted))
     tiny_config.eval.final_protocols = ()  # The script above is for the epochs.
     tiny_config.train.epochs = 8
     tiny_config.train.patience = 2
@@ -179,7 +181,7 @@ def test_early_stopping_stops_at_the_right_epoch(tiny_config, tmp_path, monkeypa
 
 
 def test_a_large_train_val_gap_warns(tiny_config, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train.evaluate, "mean_nll", lambda *args: 10.0)
+    monkeypatch.setattr(evaluate, "mean_nll", lambda *args: 10.0)
     tiny_config.train.epochs = 1
     train_and_evaluate(tiny_config, tmp_path / "gap")
     assert "overfitting" in capsys.readouterr().out
@@ -192,10 +194,10 @@ def test_without_stateful_every_window_starts_from_zeros(tiny_config, tmp_path):
     train_and_evaluate(tiny_config, tmp_path)
     corpus = data.load_corpus(tiny_config.data)
     graphdef, params = split_model(create_model(tiny_config, corpus.vocab.size))
-    starts = train.window_starts(corpus, tiny_config, 1)
-    tx = train.make_optimizer(tiny_config.train, len(starts) * tiny_config.train.epochs)
+    starts = loop.window_starts(corpus, tiny_config, 1)
+    tx = make_optimizer(tiny_config.train, len(starts) * tiny_config.train.epochs)
     step, state, ids = (
-        make_train_step(tiny_config, graphdef, tx), train.initial_state(params, tx, None), corpus.train_ids
+        make_train_step(tiny_config, graphdef, tx), initial_state(params, tx, None), corpus.train_ids
     )
     for batch in starts:
         state, _ = step(state, jnp.asarray(ids), batch)
@@ -233,7 +235,7 @@ def test_an_lstm_impl_that_cannot_run_here_stops_before_any_work(tmp_path, data_
 
 def test_eval_max_chars_bounds_the_validation_text(tiny_config, tmp_path, monkeypatch):
     scored = []
-    monkeypatch.setattr(train.evaluate, "mean_nll", lambda graphdef, params, ids, *args: scored.append(len(ids)) or 2.0)
+    monkeypatch.setattr(evaluate, "mean_nll", lambda graphdef, params, ids, *args: scored.append(len(ids)) or 2.0)
     tiny_config.train.epochs = 1
     tiny_config.eval.max_chars = 300
     train_and_evaluate(tiny_config, tmp_path)

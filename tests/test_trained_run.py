@@ -14,6 +14,7 @@ from charlstm import CharLSTMError, dynamic_eval, evaluate, mixture, trained_run
 from charlstm import config as config_lib
 from charlstm.checkpoints import Checkpoints
 from charlstm.ngram import KneserNey
+from charlstm.run_folder import RunFolder
 from charlstm.train import train_and_evaluate
 from tests.conftest import run_script
 
@@ -75,6 +76,22 @@ def test_folders_without_a_checkpoint_are_refused(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(CharLSTMError, match="no checkpoint yet"):
         trained_run.load(tmp_path)
+
+
+def test_a_checkpoint_rotated_out_between_listing_and_reading_is_resolved_again(tiny_config, tmp_path):
+    """A reader of a folder that training writes: the trainer deletes the step the reader listed before the
+    reader reads it; 'latest' and 'best' then name the newest (best) step still there, a number is gone."""
+    tiny_config.train.epochs = 2
+    train_and_evaluate(tiny_config, tmp_path)
+    first, latest = Checkpoints(tmp_path, read_only=True).complete_steps()
+    readers = {which: RunFolder.open(tmp_path) for which in ("latest", "best", str(latest))}
+    for which, folder in readers.items():  # Each reader lists the steps...
+        assert trained_run.checkpoint_step(folder.checkpoints, which) == latest
+    shutil.rmtree(tmp_path / "checkpoints" / str(latest))  # ...then the trainer rotates the latest out.
+    assert trained_run.read(readers["latest"], "latest").step == first
+    assert trained_run.read(readers["best"], "best").step == first
+    with pytest.raises(CharLSTMError, match=f"there is no checkpoint '{latest}'.*steps \\[{first}\\]"):
+        trained_run.read(readers[str(latest)], str(latest))
 
 
 def test_a_run_saved_before_newer_fields_existed_gets_their_defaults(run_dir, tmp_path):

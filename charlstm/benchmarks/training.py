@@ -1,4 +1,4 @@
-"""The real train step (charlstm.train.make_train_step) in a config's shapes and train.dtype on random
+"""The real train step (charlstm.train_step.make_train_step) in a config's shapes and train.dtype on random
 windows: compile seconds, median seconds per step after warm-up, characters per second, achieved
 matmul GFLOP/s and its share of a float32 matmul's GFLOP/s measured in the same run, minor page faults
 per step and the process's peak resident memory. Side by side, in turns step by step: for an LSTM,
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from charlstm import cli, data, lstm, model, train
+from charlstm import cli, data, lstm, model, train_step
 from charlstm.benchmarks import OBAMA_VOCAB
 from charlstm.benchmarks.keras_lab import keras_lab_in_turns
 from charlstm.benchmarks.timing import WARMUP_STEPS, interleaved_steps, matmul_peak_gflops
@@ -37,8 +37,8 @@ def train_steps(config: ml_collections.ConfigDict, vocab_size: int, steps: int) 
     rng = np.random.default_rng(config.seed)
     ids = jnp.asarray(rng.integers(vocab_size, size=CORPUS_CHARS), jnp.int32)
     starts = jnp.asarray(rng.integers(CORPUS_CHARS - length, size=(WARMUP_STEPS + steps, batch)), jnp.int32)
-    step = train.make_train_step(config, graphdef, tx)
-    loop = {"state": train.initial_state(params, tx, net.initial_state(batch))}
+    step = train_step.make_train_step(config, graphdef, tx)
+    loop = {"state": train_step.initial_state(params, tx, net.initial_state(batch))}
 
     def run(i: int) -> jax.Array:
         loop["state"], loss = step(loop["state"], ids, starts[i])
