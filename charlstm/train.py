@@ -220,7 +220,8 @@ def epoch_metrics(state: TrainState, starts: np.ndarray, graphdef, corpus: data.
     """The metrics.jsonl record of a finished epoch; val_loss under the per-epoch eval.protocol."""
     began = time.perf_counter()
     val_ids = evaluate.scored_ids(corpus.val_ids, config)
-    val_loss = evaluate.mean_nll(graphdef, evaluated_params(state), val_ids, evaluate.Scoring.from_config(config))
+    scoring = evaluate.Scoring.from_config(config, train_ids=corpus.train_ids)
+    val_loss = evaluate.mean_nll(graphdef, evaluated_params(state), val_ids, scoring)
     targets_per_window = data.targets_per_window(config.data.seq_length, config.train.objective)
     return {
         "epoch": state.epoch + 1,
@@ -243,7 +244,8 @@ def final_metrics(graphdef, params, corpus: data.Corpus, config, step: int, epoc
         ids = evaluate.scored_ids(ids, config)
         for protocol in config.eval.final_protocols:
             began = time.perf_counter()
-            loss = evaluate.mean_nll(graphdef, params, ids, evaluate.Scoring.from_config(config, protocol))
+            scoring = evaluate.Scoring.from_config(config, protocol, corpus.train_ids)
+            loss = evaluate.mean_nll(graphdef, params, ids, scoring)
             record.setdefault(split, {})[protocol] = {
                 "loss": loss, "bpc": evaluate.bits_per_char(loss), "chars": len(ids) - config.data.seq_length,
                 "seconds": time.perf_counter() - began,

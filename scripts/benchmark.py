@@ -16,7 +16,7 @@ characters, seq_length 100): speed does not depend on the weights.
 
 eval: characters per second of each evaluation protocol (charlstm.evaluate:
 window, segments, stream, with the default eval settings) and of
-dynamic evaluation (charlstm.dynamic_eval, its gradient statistics included), on
+dynamic evaluation (charlstm.protocols.dynamic, its gradient statistics included), on
 --eval_chars random characters (default 25,000: about the Obama validation split).
 
 train: the real train step (charlstm.train.make_train_step) in --config's shapes
@@ -60,8 +60,7 @@ from absl import flags
 from flax import nnx
 from ml_collections import config_flags
 
-from charlstm import cli, data, dynamic_eval, evaluate, lstm, model, sampling, train, trained_run
-from charlstm.config import PROTOCOLS
+from charlstm import cli, data, evaluate, lstm, model, protocols, sampling, train, trained_run
 from charlstm.errors import CharLSTMError
 from charlstm.lstm import cpu_kernel, cudnn
 from charlstm.model import create_model, split_model
@@ -181,13 +180,10 @@ def eval_section() -> dict:
     config.data.seq_length = seq_length
     methods = {
         protocol: functools.partial(
-            evaluate.mean_nll, graphdef, params, ids, evaluate.Scoring.from_config(config, protocol)
+            evaluate.mean_nll, graphdef, params, ids, evaluate.Scoring.from_config(config, protocol, train_ids=ids)
         )
-        for protocol in PROTOCOLS
+        for protocol in protocols.NAMES
     }
-    methods["dynamic"] = functools.partial(
-        dynamic_eval.per_char_nll, graphdef, params, ids, seq_length, ids, dynamic_eval.Settings()
-    )
     speeds = {}
     for name, run in methods.items():
         run()

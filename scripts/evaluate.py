@@ -8,9 +8,10 @@
 
 Every protocol scores the characters at position >= data.seq_length (of the
 validation text, only the first eval.max_chars when that is set, as in
-training); README's "The metric" defines them. --dynamic adapts a copy of the
-weights to the text as it scores it (charlstm.dynamic_eval): a protocol of its
-own, a stream. --mix_ngram ORDER interpolates the model with a Kneser-Ney model
+training); charlstm.protocols lists them. --dynamic (the same as --protocol
+dynamic) adapts a copy of the weights to the text as it scores it, with the
+run's eval.dynamic settings, which --dynamic_lr, --dynamic_decay and
+--dynamic_segment override. --mix_ngram ORDER interpolates the model with a Kneser-Ney model
 of that order fitted on the run's training text, the weight fitted on
 validation when scoring --split test, else on each half of the scored text and
 reported on the other. A text file is cleaned as the training text was;
@@ -26,8 +27,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from charlstm import cli, data, dynamic_eval, evaluate, mixture, trained_run
-from charlstm.config import PROTOCOLS
+from charlstm import cli, data, evaluate, mixture, protocols, trained_run
 from charlstm.errors import CharLSTMError
 from charlstm.ngram import KneserNey
 
@@ -35,15 +35,20 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder made by scripts/trai
 _TEXT = flags.DEFINE_string("text", "", "UTF-8 text file to score; empty: the run's own --split.")
 _SPLIT = flags.DEFINE_enum("split", "val", ["val", "test"], "The run's split to score when no --text is given.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (lowest val_loss), 'latest' or a step number.")
-_PROTOCOL = flags.DEFINE_enum("protocol", "window", list(PROTOCOLS), "How characters are scored (README: The metric).")
-_DYNAMIC = flags.DEFINE_bool("dynamic", False, "Dynamic evaluation: adapt a copy of the weights while scoring.")
-_DYNAMIC_LR = flags.DEFINE_float("dynamic_lr", dynamic_eval.Settings.learning_rate, "--dynamic: step size.")
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol", "window", list(protocols.NAMES), "How characters are scored (charlstm.protocols)."
+)
+_DYNAMIC = flags.DEFINE_bool("dynamic", False, "The same as --protocol dynamic: adapt the weights while scoring.")
+_DYNAMIC_LR = flags.DEFINE_float("dynamic_lr", None, "--dynamic: step size; default: eval.dynamic.learning_rate")
 _DYNAMIC_DECAY = flags.DEFINE_float(
-    "dynamic_decay", dynamic_eval.Settings.decay, "--dynamic: pull toward the trained weights per step, in [0, 1]."
+    "dynamic_decay", None, "--dynamic: pull toward the trained weights per step, in [0, 1]; default: eval.dynamic.decay"
 )
 _DYNAMIC_SEGMENT = flags.DEFINE_integer(
-    "dynamic_segment", dynamic_eval.Settings.segment_length, "--dynamic: characters scored, then trained on, per step."
+    "dynamic_segment", None,
+    "--dynamic: characters scored, then trained on, per step; default: eval.dynamic.segment_length",
 )
+# The eval.dynamic setting each --dynamic_* flag overrides.
+_DYNAMIC_FLAGS = {"learning_rate": _DYNAMIC_LR, "decay": _DYNAMIC_DECAY, "segment_length": _DYNAMIC_SEGMENT}
 _MIX_NGRAM = flags.DEFINE_integer("mix_ngram", 0, "Interpolate with a Kneser-Ney model of this order; 0 = off.")
 _TSV = flags.DEFINE_string(
     "tsv", "", "Write per-character surprisal (position, char, bits) to this TSV file; the mixture's with --mix_ngram."
@@ -92,11 +97,15 @@ def check_flags() -> None:
         raise CharLSTMError(f"--mix_ngram={_MIX_NGRAM.value} is invalid: give an n-gram order >= 1, or 0 for none")
     if _TEXT.value and _SPLIT.present:
         raise CharLSTMError("--text and --split both name what to score: give one of them")
-    if not _DYNAMIC.value and (
-        tuning := [f.name for f in (_DYNAMIC_LR, _DYNAMIC_DECAY, _DYNAMIC_SEGMENT) if f.present]
-    ):
-        raise CharLSTMError(f"--{tuning[0]} only acts with --dynamic: add --dynamic, or drop it")
-    dynamic_settings().check()
+    given = {field: flag for field, flag in _DYNAMIC_FLAGS.items() if flag.present}
+    if given and protocol() != "dynamic":
+        first = next(iter(given.values())).name
+        raise CharLSTMError(f"--{first} only acts with --dynamic (or --protocol dynamic): add it, or drop --{first}")
+    defaults = trained_run.default_config().eval.dynamic.to_dict()
+    settings = {**defaults, **{field: flag.value for field, flag in given.items()}}
+    names = {**protocols.dynamic.CONFIG_NAMES, **{field: f"--{flag.name}" for field, flag in given.items()}}
+    if problem := protocols.dynamic.Settings(**settings).problem(names):
+        raise CharLSTMError(problem)
 
 
 def check_order(run: trained_run.Run) -> None:
@@ -108,26 +117,29 @@ def check_order(run: trained_run.Run) -> None:
         )
 
 
-def dynamic_settings() -> dynamic_eval.Settings:
-    return dynamic_eval.Settings(_DYNAMIC_LR.value, _DYNAMIC_DECAY.value, _DYNAMIC_SEGMENT.value)
+def protocol() -> str:
+    """The protocol asked for: --protocol, or 'dynamic' with --dynamic."""
+    return "dynamic" if _DYNAMIC.value else _PROTOCOL.value
 
 
-def protocol_name() -> str:
-    if not _DYNAMIC.value:
-        return _PROTOCOL.value
-    s = dynamic_settings()
-    return f"dynamic (lr {s.learning_rate:g}, decay {s.decay:g}, segment {s.segment_length})"
+def dynamic_overrides() -> dict:
+    """The --dynamic_* flags given, as the eval.dynamic config overrides they stand for."""
+    return {f"eval.dynamic.{field}": flag.value for field, flag in _DYNAMIC_FLAGS.items() if flag.present}
+
+
+def scoring(run: trained_run.Run, corpus: data.Corpus | None) -> evaluate.Scoring:
+    """The protocol asked for with the run's settings; `corpus`'s training text for one that adapts on it."""
+    return evaluate.Scoring.from_config(run.config, protocol(), corpus.train_ids if corpus else None)
+
+
+def protocol_name(run: trained_run.Run, corpus: data.Corpus | None) -> str:
+    """The protocol asked for as shown with its numbers: with its settings where they change them."""
+    return protocols.PROTOCOLS[protocol()].label(scoring(run, corpus))
 
 
 def model_nll(run: trained_run.Run, corpus: data.Corpus | None, ids: np.ndarray) -> np.ndarray:
-    """The run's NLL `[n]` of the scored characters of `ids`, under --protocol or --dynamic (which
-    reads `corpus`'s training text)."""
-    first = run.config.data.seq_length
-    if _DYNAMIC.value:
-        return dynamic_eval.per_char_nll(run.graphdef, run.params, ids, first, corpus.train_ids, dynamic_settings())
-    return evaluate.per_char_nll(
-        run.graphdef, run.params, ids, evaluate.Scoring.from_config(run.config, _PROTOCOL.value)
-    )
+    """The run's NLL `[n]` of the scored characters of `ids`, under the protocol asked for."""
+    return evaluate.per_char_nll(run.graphdef, run.params, ids, scoring(run, corpus))
 
 
 def mixed(run: trained_run.Run, corpus: data.Corpus, ids: np.ndarray, nll: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -150,16 +162,16 @@ def mixed(run: trained_run.Run, corpus: data.Corpus, ids: np.ndarray, nll: np.nd
 
 def main() -> None:
     check_flags()
-    run = trained_run.load(_WORKDIR.value, _CHECKPOINT.value, cli.config_overrides())
+    run = trained_run.load(_WORKDIR.value, _CHECKPOINT.value, {**cli.config_overrides(), **dynamic_overrides()})
     check_order(run)
-    needs_corpus = not _TEXT.value or _DYNAMIC.value or _MIX_NGRAM.value
+    needs_corpus = not _TEXT.value or protocols.PROTOCOLS[protocol()].reads_training_text or _MIX_NGRAM.value
     corpus = run.corpus() if needs_corpus else None  # Read (and checked) once: it may be large.
     name, ids = text_ids(run, corpus, _SPLIT.value)
     label = "text" if _TEXT.value else _SPLIT.value
     nll = model_nll(run, corpus, ids)
     loss = evaluate.average(nll)
     result = {
-        "text": name, "checkpoint_step": run.step, "protocol": protocol_name(), "chars": len(nll),
+        "text": name, "checkpoint_step": run.step, "protocol": protocol_name(run, corpus), "chars": len(nll),
         f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss),
     }
     if _MIX_NGRAM.value:
