@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # Seeds parameter init, data order per epoch and sampling.
 
     config.data = ml_collections.ConfigDict()
-    config.data.corpus = "obama"  # Built-in corpus, used when data.path is empty: 'obama' or 'sotu'.
+    config.data.corpus = "obama"  # Built-in corpus when data.path is empty: a name in charlstm.corpora.CORPORA.
     config.data.first_year = 0  # 'sotu' only: first year of addresses to include; 0 = from 1790.
     config.data.last_year = 0  # 'sotu' only: last year of addresses to include; 0 = to the latest.
     config.data.path = ""  # Your own UTF-8 text file; overrides data.corpus.
