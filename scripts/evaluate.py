@@ -11,8 +11,8 @@ validation text, only the first eval.max_chars when that is set, as in
 training); charlstm.protocols lists them. --dynamic (the same as --protocol
 dynamic) adapts a copy of the weights to the text as it scores it, with the
 run's eval.dynamic settings, which --dynamic_lr, --dynamic_decay and
---dynamic_segment override. --mix_ngram ORDER interpolates the model with a Kneser-Ney model
-of that order fitted on the run's training text, the weight fitted on
+--dynamic_segment override. --mix_ngram ORDER interpolates the model with a
+Kneser-Ney model of that order fitted on the run's training text, the weight fitted on
 validation when scoring --split test, else on each half of the scored text and
 reported on the other. A text file is cleaned as the training text was;
 characters the cleaning removes are dropped with a warning, characters it
