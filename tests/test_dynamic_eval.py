@@ -11,6 +11,7 @@ from charlstm import CharLSTMError, evaluate
 from charlstm import config as config_lib
 from charlstm.model import CharLSTM, split_model
 from charlstm.protocols import dynamic as dynamic_eval
+from charlstm.train import train_and_evaluate
 from tests.conftest import run_script
 
 VOCAB = 6
@@ -99,16 +100,28 @@ def test_settings_out_of_range_are_named_as_config_fields(field, value):
         evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring.from_config(config, "dynamic", ids))
 
 
+def evaluate_json(workdir, *args: str) -> dict:
+    result = run_script("evaluate.py", "--workdir", str(workdir), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 def test_the_script_flags_are_the_config_settings(trained_run_folder):
     """--dynamic and its flags score as --protocol dynamic with the eval.dynamic fields they stand for."""
-
-    def evaluate_json(*args: str) -> dict:
-        result = run_script("evaluate.py", "--workdir", str(trained_run_folder), "--json",
-                            "--config.eval.max_chars=200", *args)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
-    by_flags = evaluate_json("--dynamic", "--dynamic_lr=1e-3", "--dynamic_segment=30")
-    by_config = evaluate_json("--protocol", "dynamic", "--config.eval.dynamic.learning_rate=1e-3",
-                              "--config.eval.dynamic.segment_length=30")
+    head = "--config.eval.max_chars=200"
+    by_flags = evaluate_json(trained_run_folder, head, "--dynamic", "--dynamic_lr=1e-3", "--dynamic_segment=30")
+    by_config = evaluate_json(trained_run_folder, head, "--protocol", "dynamic",
+                              "--config.eval.dynamic.learning_rate=1e-3", "--config.eval.dynamic.segment_length=30")
     assert by_flags == by_config and by_flags["protocol"] == "dynamic (lr 0.001, decay 0.001, segment 30)"
+
+
+def test_training_scores_the_best_checkpoint_dynamically_when_the_config_asks(tiny_config, tmp_path):
+    """'dynamic' in eval.final_protocols: final_metrics.json holds the score evaluate.py gives the run."""
+    tiny_config.train.epochs = 1
+    tiny_config.eval.final_protocols, tiny_config.eval.max_chars = ("dynamic",), 200
+    tiny_config.eval.dynamic.segment_length = 30
+    train_and_evaluate(tiny_config, tmp_path)
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    result = evaluate_json(tmp_path, "--protocol", "dynamic")
+    assert final["protocols"] == ["dynamic"] and result["chars"] == final["val"]["dynamic"]["chars"] == 200
+    assert result["val_loss"] == pytest.approx(final["val"]["dynamic"]["loss"], rel=1e-6)
