@@ -27,6 +27,8 @@ def zero_bias(units: int, gates: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
+    """What a layer needs of its cell."""
+
     gates: int  # Gate blocks per unit.
     carry_size: int  # Arrays in the carry, each `[batch, units]`: (h, c) for an LSTM, (h,) for a GRU.
     step: Callable[[jax.Array, Carry, jax.Array], Carry]  # (recurrent_kernel, carry, x_proj `[batch, gates*units]`).

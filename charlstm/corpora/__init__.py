@@ -23,6 +23,8 @@ def _in_range(data: ml_collections.ConfigDict) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class BuiltinCorpus:
+    """What building a corpus file and validating its settings need of a built-in corpus."""
+
     text: Callable[[ml_collections.ConfigDict], str]  # config.data -> the corpus's text.
     file_name: Callable[[ml_collections.ConfigDict], str]  # config.data -> its file's name under data.dir.
     fields: tuple[str, ...] = ()  # The config fields of its own settings; with other corpora they stay 0.

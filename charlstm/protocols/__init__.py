@@ -36,6 +36,8 @@ def _name(scoring: Scoring) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Protocol:
+    """What scoring needs of a protocol."""
+
     per_char_nll: Callable[..., np.ndarray]  # (graphdef, params, ids, scoring) -> NLL `[len(ids) - first]`.
     unavailable: Callable[[Scoring], str | None] = _no_settings  # Why its settings cannot score; None if they can.
     label: Callable[[Scoring], str] = _name  # The name shown with its numbers.
