@@ -14,6 +14,7 @@ from flax import nnx
 
 from charlstm import protocols
 from charlstm.protocols.base import Scoring
+from charlstm.protocols.base import sequence_nll as sequence_nll  # Public here too: the model's NLL of sequences.
 
 
 def limit(ids: np.ndarray, seq_length: int, max_chars: int) -> np.ndarray:
