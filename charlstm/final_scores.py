@@ -27,7 +27,8 @@ def held_out_scores(graphdef: nnx.GraphDef, params, corpus: data.Corpus, config:
         ids = evaluate.scored_ids(ids, config)
         for protocol in config.eval.final_protocols:
             began = time.perf_counter()
-            loss = evaluate.mean_nll(graphdef, params, ids, evaluate.Scoring.from_config(config, protocol))
+            scoring = evaluate.Scoring.from_config(config, protocol, corpus.train_ids)
+            loss = evaluate.mean_nll(graphdef, params, ids, scoring)
             record.setdefault(split, {})[protocol] = {
                 "loss": loss, "bpc": evaluate.bits_per_char(loss), "chars": len(ids) - config.data.seq_length,
                 "seconds": time.perf_counter() - began,

@@ -150,7 +150,8 @@ class Training:
         """The metrics.jsonl record of a finished epoch; val_loss under the per-epoch eval.protocol."""
         config, began = self.config, time.perf_counter()
         val_ids = evaluate.scored_ids(self.corpus.val_ids, config)
-        val_loss = evaluate.mean_nll(self.graphdef, state.model_params(), val_ids, evaluate.Scoring.from_config(config))
+        scoring = evaluate.Scoring.from_config(config, train_ids=self.corpus.train_ids)
+        val_loss = evaluate.mean_nll(self.graphdef, state.model_params(), val_ids, scoring)
         targets_per_window = data.targets_per_window(config.data.seq_length, config.train.objective)
         return {
             "epoch": state.epoch + 1,

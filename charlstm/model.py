@@ -1,4 +1,4 @@
-"""CharLSTM: stacked recurrent layers (LSTM, GRU or plain RNN) over character ids and a Dense head.
+"""CharLSTM: stacked recurrent layers (a cell of charlstm.cells) over character ids and a Dense head.
 
 The first layer's input kernel is indexed by character id, which equals a
 one-hot input times that kernel without building one-hot tensors (or, with
@@ -18,32 +18,12 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from charlstm import data, lstm
+from charlstm import cells, data
 from charlstm.lstm.autodiff import scan_cell
-from charlstm.lstm.cell import Carry, lstm_cell
+from charlstm.lstm.cell import Carry
 
 # Per layer a Carry: (h, c) for an LSTM, (h,) for a GRU or RNN; each [batch, units].
 RecurrentState = tuple[Carry, ...]
-
-
-def gru_cell(recurrent_kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> Carry:
-    """One GRU step, gates (reset, update, candidate), reset applied after the recurrent matmul."""
-    (h,) = carry
-    x_r, x_z, x_n = jnp.split(x_proj, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(h @ recurrent_kernel, 3, axis=-1)
-    r, z = jnp.split(jax.nn.sigmoid(jnp.concatenate([x_r + h_r, x_z + h_z], -1)), 2, -1)
-    n = jnp.tanh(x_n + r * h_n)
-    return ((1 - z) * n + z * h,)
-
-
-def rnn_cell(recurrent_kernel: jax.Array, carry: Carry, x_proj: jax.Array) -> Carry:
-    """One Elman RNN step: h = tanh(x W + h U + b)."""
-    (h,) = carry
-    return (jnp.tanh(x_proj + h @ recurrent_kernel),)
-
-
-# Cell name -> (gates per unit, step function, carry size).
-CELLS = {"lstm": (4, lstm_cell, 2), "gru": (3, gru_cell, 1), "rnn": (1, rnn_cell, 1)}
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
@@ -56,7 +36,7 @@ class RecurrentLayer(nnx.Module):
     """One recurrent layer with fused gates: input kernel, recurrent kernel, bias."""
 
     def __init__(self, cell: str, in_features: int, units: int, *, lstm_impl: str = "auto", rngs: nnx.Rngs):
-        gates, _, _ = CELLS[cell]
+        gates = cells.get(cell).gates
         self.cell, self.units, self.lstm_impl = cell, units, lstm_impl
         self.input_kernel = nnx.Param(
             nnx.initializers.glorot_uniform()(rngs.params(), (in_features, gates * units))
@@ -64,23 +44,20 @@ class RecurrentLayer(nnx.Module):
         self.recurrent_kernel = nnx.Param(
             nnx.initializers.orthogonal()(rngs.params(), (units, gates * units))
         )
-        bias = jnp.zeros(gates * units)
-        if cell == "lstm":  # Forget-gate bias 1: the cell remembers by default early in training.
-            bias = bias.at[units : 2 * units].set(1.0)
-        self.bias = nnx.Param(bias)
+        self.bias = nnx.Param(cells.get(cell).initial_bias(units, gates))
 
     def initial_carry(self, batch_size: int) -> Carry:
-        return (jnp.zeros((batch_size, self.units)),) * CELLS[self.cell][2]
+        return (jnp.zeros((batch_size, self.units)),) * cells.get(self.cell).carry_size
 
     def __call__(self, x: jax.Array, carry: Carry, recurrent_kernel: jax.Array | None = None):
         """Time-major: character ids `[time, batch]` or features `[time, batch, in]` -> hs
         `[time, batch, units]` and the final carry; `recurrent_kernel` overrides (DropConnect)."""
         kernel = self.recurrent_kernel[...] if recurrent_kernel is None else recurrent_kernel
-        input_kernel, bias = self.input_kernel[...], self.bias[...]
-        if self.cell == "lstm":
-            return lstm.lstm_scan(self.lstm_impl, input_kernel, kernel, bias, carry, x)
+        input_kernel, bias, cell = self.input_kernel[...], self.bias[...], cells.get(self.cell)
+        if cell.scan is not None:
+            return cell.scan(self.lstm_impl, input_kernel, kernel, bias, carry, x)
         x_proj = (input_kernel + bias)[x] if jnp.issubdtype(x.dtype, jnp.integer) else x @ input_kernel + bias
-        return scan_cell(CELLS[self.cell][1], kernel, carry, x_proj)
+        return scan_cell(cell.step, kernel, carry, x_proj)
 
 
 class CharLSTM(nnx.Module):
@@ -155,7 +132,7 @@ def train_step_flops(config: ml_collections.ConfigDict, vocab_size: int) -> floa
     (none for one-hot input, a gather), recurrent matmuls and head, times 3, as the backward pass
     costs about twice the forward."""
     m, batch, length = config.model, config.train.batch_size, config.data.seq_length
-    gates = CELLS[m.cell][0]
+    gates = cells.get(m.cell).gates
     inputs = [m.embed_dim] + [m.units] * (m.num_layers - 1)
     per_position = sum(2 * (n_in + m.units) * gates * m.units for n_in in inputs)
     head_positions = data.targets_per_window(length, config.train.objective)

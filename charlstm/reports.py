@@ -18,6 +18,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from charlstm import protocols
 from charlstm.errors import CharLSTMError
 from charlstm.evaluate import bits_per_char
 from charlstm.run_folder import CONFIG, METRICS, History, RunFolder, flatten
@@ -28,8 +29,9 @@ SCALARS = ("train_loss", "val_loss", "val_bpc", "chars_per_second")
 # Marks the prompt inside a sample, so a reader sees where the model's own text starts.
 PROMPT_OPEN, PROMPT_CLOSE = "«", "»"
 # Leaderboard columns after 'run' and the config fields that differ between the runs: 'best val_bpc'
-# is the per-epoch metric's (eval.protocol) best; the final_* ones score that checkpoint (final_metrics.json).
-FINAL_COLUMNS = {"final window val_bpc": ("val", "window"), "final stream val_bpc": ("val", "stream")}
+# is the per-epoch metric's (eval.protocol) best; the final_* ones score that checkpoint (final_metrics.json),
+# one per registered protocol; a leaderboard shows those that some run scored.
+FINAL_COLUMNS = {f"final {name} val_bpc": ("val", name) for name in protocols.NAMES}
 RESULT_COLUMNS = ("best val_bpc", *FINAL_COLUMNS, "best epoch", "epochs", "train seconds", "sample")
 BPC_COLUMNS = ("best val_bpc", *FINAL_COLUMNS)
 MARKDOWN_SAMPLE_CHARS = 48
@@ -249,7 +251,8 @@ def compare_runs(paths: list[Path], plot_path: Path) -> list[dict]:
         key=lambda row: row["best val_bpc"],
     )
     plot_validation_curves({row["run"]: runs[row["run"]][1] for row in rows}, plot_path)
-    return rows
+    unscored = [c for c in FINAL_COLUMNS if all(row[c] is None for row in rows)]
+    return [{c: v for c, v in row.items() if c not in unscored} for row in rows]
 
 
 def _cell(column: str, value) -> str:

@@ -8,10 +8,11 @@
 
 Every protocol scores the characters at position >= data.seq_length (of the
 validation text, only the first eval.max_chars when that is set, as in
-training); README's "The metric" defines them. --dynamic adapts a copy of the
-weights to the text as it scores it (charlstm.dynamic_eval): a protocol of its
-own, a stream. --mix_ngram ORDER interpolates the model with a Kneser-Ney model
-of that order fitted on the run's training text, the weight fitted on
+training); charlstm.protocols lists them. --dynamic (the same as --protocol
+dynamic) adapts a copy of the weights to the text as it scores it, with the
+run's eval.dynamic settings, which --dynamic_lr, --dynamic_decay and
+--dynamic_segment override. --mix_ngram ORDER interpolates the model with a
+Kneser-Ney model of that order fitted on the run's training text, the weight fitted on
 validation when scoring --split test, else on each half of the scored text and
 reported on the other. A text file is cleaned as the training text was;
 characters the cleaning removes are dropped with a warning, characters it
@@ -26,23 +27,27 @@ import sys
 import numpy as np
 from absl import flags
 
-from charlstm import cli, data, dynamic_eval, evaluate, mixture, trained_run
-from charlstm.config import PROTOCOLS
+from charlstm import cli, data, evaluate, mixture, protocols, trained_run
 from charlstm.errors import CharLSTMError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder made by scripts/train.py.")
 _TEXT = flags.DEFINE_string("text", "", "UTF-8 text file to score; empty: the run's own --split.")
 _SPLIT = flags.DEFINE_enum("split", "val", ["val", "test"], "The run's split to score when no --text is given.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "best", "'best' (lowest val_loss), 'latest' or a step number.")
-_PROTOCOL = flags.DEFINE_enum("protocol", "window", list(PROTOCOLS), "How characters are scored (README: The metric).")
-_DYNAMIC = flags.DEFINE_bool("dynamic", False, "Dynamic evaluation: adapt a copy of the weights while scoring.")
-_DYNAMIC_LR = flags.DEFINE_float("dynamic_lr", dynamic_eval.Settings.learning_rate, "--dynamic: step size.")
+_PROTOCOL = flags.DEFINE_enum(
+    "protocol", "window", list(protocols.NAMES), "How characters are scored (charlstm.protocols)."
+)
+_DYNAMIC = flags.DEFINE_bool("dynamic", False, "The same as --protocol dynamic: adapt the weights while scoring.")
+_DYNAMIC_LR = flags.DEFINE_float("dynamic_lr", None, "--dynamic: step size; default: eval.dynamic.learning_rate")
 _DYNAMIC_DECAY = flags.DEFINE_float(
-    "dynamic_decay", dynamic_eval.Settings.decay, "--dynamic: pull toward the trained weights per step, in [0, 1]."
+    "dynamic_decay", None, "--dynamic: pull toward the trained weights per step, in [0, 1]; default: eval.dynamic.decay"
 )
 _DYNAMIC_SEGMENT = flags.DEFINE_integer(
-    "dynamic_segment", dynamic_eval.Settings.segment_length, "--dynamic: characters scored, then trained on, per step."
+    "dynamic_segment", None,
+    "--dynamic: characters scored, then trained on, per step; default: eval.dynamic.segment_length",
 )
+# The eval.dynamic setting each --dynamic_* flag overrides.
+_DYNAMIC_FLAGS = {"learning_rate": _DYNAMIC_LR, "decay": _DYNAMIC_DECAY, "segment_length": _DYNAMIC_SEGMENT}
 _MIX_NGRAM = flags.DEFINE_integer("mix_ngram", 0, "Interpolate with a Kneser-Ney model of this order; 0 = off.")
 _TSV = flags.DEFINE_string(
     "tsv", "", "Write per-character surprisal (position, char, bits) to this TSV file; the mixture's with --mix_ngram."
@@ -92,54 +97,49 @@ def check_flags() -> None:
         raise CharLSTMError(f"--mix_ngram={_MIX_NGRAM.value} is invalid: give an n-gram order >= 1, or 0 for none")
     if _TEXT.value and _SPLIT.present:
         raise CharLSTMError("--text and --split both name what to score: give one of them")
-    if not _DYNAMIC.value and (
-        tuning := [f.name for f in (_DYNAMIC_LR, _DYNAMIC_DECAY, _DYNAMIC_SEGMENT) if f.present]
-    ):
-        raise CharLSTMError(f"--{tuning[0]} only acts with --dynamic: add --dynamic, or drop it")
+    given = {field: flag for field, flag in _DYNAMIC_FLAGS.items() if flag.present}
+    if given and not (_DYNAMIC.value or _PROTOCOL.value == "dynamic"):
+        first = next(iter(given.values())).name
+        raise CharLSTMError(f"--{first} only acts with --dynamic (or --protocol dynamic): add it, or drop --{first}")
+    defaults = trained_run.default_config().eval.dynamic.to_dict()
+    settings = {**defaults, **{field: flag.value for field, flag in given.items()}}
+    names = {**protocols.dynamic.CONFIG_NAMES, **{field: f"--{flag.name}" for field, flag in given.items()}}
+    if problem := protocols.dynamic.Settings(**settings).problem(names):
+        raise CharLSTMError(problem)
 
 
-def protocol_name(protocol: str, dynamic: dynamic_eval.Settings | None) -> str:
-    """How the model scored: `protocol`, or dynamic evaluation with its settings when `dynamic` is given."""
-    if dynamic is None:
-        return protocol
-    return f"dynamic (lr {dynamic.learning_rate:g}, decay {dynamic.decay:g}, segment {dynamic.segment_length})"
+def dynamic_overrides() -> dict:
+    """The --dynamic_* flags given, as the eval.dynamic config overrides they stand for."""
+    return {f"eval.dynamic.{field}": flag.value for field, flag in _DYNAMIC_FLAGS.items() if flag.present}
 
 
-def model_nll(
-    run: trained_run.Run, corpus: data.Corpus | None, ids: np.ndarray, protocol: str,
-    dynamic: dynamic_eval.Settings | None,
-) -> np.ndarray:
-    """The run's NLL `[n]` of the scored characters of `ids`, under `protocol` or, when given, dynamic
-    evaluation with `dynamic` (which reads `corpus`'s training text)."""
-    first = run.config.data.seq_length
-    if dynamic is not None:
-        return dynamic_eval.per_char_nll(run.graphdef, run.params, ids, first, corpus.train_ids, dynamic)
-    return evaluate.per_char_nll(run.graphdef, run.params, ids, evaluate.Scoring.from_config(run.config, protocol))
+def model_nll(run: trained_run.Run, ids: np.ndarray, scoring: evaluate.Scoring) -> np.ndarray:
+    """The run's NLL `[n]` of the scored characters of `ids`, under `scoring`."""
+    return evaluate.per_char_nll(run.graphdef, run.params, ids, scoring)
 
 
 def main() -> None:
     check_flags()
-    text_path, split, protocol, order = _TEXT.value, _SPLIT.value, _PROTOCOL.value, _MIX_NGRAM.value
-    settings = dynamic_eval.Settings(_DYNAMIC_LR.value, _DYNAMIC_DECAY.value, _DYNAMIC_SEGMENT.value)
-    settings.check()
-    dynamic = settings if _DYNAMIC.value else None
-    run = trained_run.load(_WORKDIR.value, _CHECKPOINT.value, cli.config_overrides())
+    text_path, split, order = _TEXT.value, _SPLIT.value, _MIX_NGRAM.value
+    protocol = "dynamic" if _DYNAMIC.value else _PROTOCOL.value
+    run = trained_run.load(_WORKDIR.value, _CHECKPOINT.value, {**cli.config_overrides(), **dynamic_overrides()})
     mixture.check_order(order, run.config.data.seq_length)
-    needs_corpus = not text_path or dynamic or order
+    needs_corpus = not text_path or protocols.PROTOCOLS[protocol].reads_training_text or order
     corpus = run.corpus() if needs_corpus else None  # Read (and checked) once: it may be large.
+    scoring = evaluate.Scoring.from_config(run.config, protocol, corpus.train_ids if corpus else None)
     name, ids = text_ids(run, corpus, text_path, split)
     label = "text" if text_path else split
-    nll = model_nll(run, corpus, ids, protocol, dynamic)
+    nll = model_nll(run, ids, scoring)
     loss = evaluate.average(nll)
     result = {
-        "text": name, "checkpoint_step": run.step, "protocol": protocol_name(protocol, dynamic), "chars": len(nll),
-        f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss),
+        "text": name, "checkpoint_step": run.step, "protocol": protocols.PROTOCOLS[protocol].label(scoring),
+        "chars": len(nll), f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss),
     }
     if order:
         validation = None
         if mixture.fits_on_validation(label):
             val_ids = evaluate.scored_ids(corpus.val_ids, run.config)
-            validation = val_ids, model_nll(run, corpus, val_ids, protocol, dynamic)
+            validation = val_ids, model_nll(run, val_ids, scoring)
         nll, info = mixture.ngram_mixture(corpus, order, run.config.data.seq_length, (ids, nll), validation)
         loss = evaluate.average(nll)
         result["mixture"] = {**info, f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss)}

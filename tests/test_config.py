@@ -30,7 +30,7 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("sample.top_p", 1.5, "in (0, 1]"),
     ("sample.length", 0, ">= 1"),
     ("eval.max_chars", -1, ">= 0"),
-    ("eval.protocol", "windows", "one of 'window', 'segments', 'stream'"),
+    ("eval.protocol", "windows", "one of 'window', 'segments', 'stream', 'dynamic'"),
     ("eval.burn_in", -5, ">= 1"),
     ("eval.segment_length", 0, ">= 1"),
     ("eval.final_protocols", ("window", "exact"), "a tuple of one of 'window'"),
@@ -46,7 +46,8 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("data.max_chars", -1, ">= 0 (0 = all)"),
     ("train.schedule", "linear", "'constant' or 'cosine'"),
     ("train.warmup_steps", -1, ">= 0"),
-    ("model.cell", "lstmp", "'lstm', 'gru' or 'rnn'"),
+    ("model.cell", "lstmp", "one of 'lstm', 'gru', 'rnn'"),
+    ("data.corpus", "nope", "one of 'obama', 'sotu', or give your own file as data.path"),
     ("model.dropout", 1.0, "in [0, 1)"),
     ("model.dropout", -0.1, "in [0, 1)"),
     ("model.weight_dropout", 1.0, "in [0, 1)"),
@@ -72,6 +73,7 @@ def test_each_invalid_field_is_named_with_its_range(field, value, allowed):
     ({"data.corpus": "sotu", "data.first_year": 2000, "data.last_year": 1990}, "data.last_year", 1990,
      ">= data.first_year=2000 (or 0)"),
     ({"train.stateful": True, "train.objective": "last"}, "train.stateful", True, "(stateful needs 'all')"),
+    ({"model.cell": "gru", "model.lstm_impl": "xla"}, "model.lstm_impl", "xla", "one of 'auto' with model.cell='gru'"),
 ])
 def test_fields_invalid_together_are_named_with_what_they_need(settings, field, value, allowed):
     assert_refused(settings, field, value, allowed)

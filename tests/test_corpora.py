@@ -6,12 +6,14 @@ import pytest
 
 from charlstm import config as config_lib
 from charlstm import corpora
+from charlstm.corpora.addresses import remove_stage_directions
 from charlstm.errors import CharLSTMError
+from tests.conftest import assert_one_line_error, run_script
 
 
 def test_stage_directions_are_removed_and_editorial_words_kept():
     text = "Thank you. [Applause] We did it [laughter].\n[Laughter] Next [on]* time [see APP Note].\n[ As delivered ]"
-    assert corpora.remove_stage_directions(text) == "Thank you. We did it.\nNext on time.\n"
+    assert remove_stage_directions(text) == "Thank you. We did it.\nNext on time.\n"
 
 
 def data_config(tmp_path, corpus="sotu", first_year=0, last_year=0):
@@ -78,8 +80,23 @@ def test_obama_corpus_is_written_once_in_year_order(tmp_path):
 
 
 def test_unknown_corpus_names_the_choices(tmp_path):
-    with pytest.raises(CharLSTMError, match=r"unknown corpus 'nope': use one of \['obama', 'sotu'\]"):
+    with pytest.raises(CharLSTMError, match=r"unknown corpus 'nope': use one of 'obama', 'sotu'"):
         corpora.builtin_corpus_path(data_config(tmp_path, corpus="nope"))
+    result = run_script("train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"),
+                        "--config.data.corpus=nope")
+    assert_one_line_error(result, "data.corpus='nope'", *map(repr, corpora.NAMES), "data.path")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", corpora.NAMES)
+def test_every_builtin_corpus_builds_from_the_installed_package(tmp_path, name):
+    """Each registered corpus writes its file, named by the corpus, and reads it back without rewriting it."""
+    data = data_config(tmp_path, corpus=name)
+    path = corpora.builtin_corpus_path(data)
+    assert path.parent == tmp_path and path.name == corpora.CORPORA[name].file_name(data)
+    assert path.stat().st_size > 100_000 and path.read_text(encoding="utf-8") == corpora.CORPORA[name].text(data)
+    mtime = path.stat().st_mtime_ns
+    assert corpora.builtin_corpus_path(data) == path and path.stat().st_mtime_ns == mtime
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,18 @@
-"""Dynamic evaluation: scored before adapted, and the update rule computed by hand."""
+"""The dynamic protocol: scored before adapted, the update rule computed by hand, its settings from config."""
+
+import json
 
 import jax
 import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import CharLSTMError, dynamic_eval, evaluate
+from charlstm import CharLSTMError, evaluate
+from charlstm import config as config_lib
 from charlstm.model import CharLSTM, split_model
+from charlstm.protocols import dynamic as dynamic_eval
+from charlstm.train import train_and_evaluate
+from tests.conftest import run_script
 
 VOCAB = 6
 
@@ -30,7 +36,7 @@ def test_the_first_segment_is_scored_by_the_trained_weights_and_adaptation_helps
     segment = np.asarray(jax.random.randint(jax.random.key(9), (length,), 0, VOCAB), np.int32)
     ids = np.concatenate([segment, segment, segment[:1]])
     settings = dynamic_eval.Settings(learning_rate=3e-2, decay=0.0, segment_length=length)
-    dynamic = dynamic_eval.per_char_nll(graphdef, params, ids, first, train_ids, settings)
+    dynamic = dynamic_eval.adapted_nll(graphdef, params, ids, first, train_ids, settings)
     static = stream(graphdef, params, ids, first)
     first_copy = slice(0, length - first)
     np.testing.assert_allclose(dynamic[first_copy], static[first_copy], rtol=1e-6)
@@ -41,10 +47,10 @@ def test_the_first_segment_is_scored_by_the_trained_weights_and_adaptation_helps
 def test_no_character_is_scored_by_weights_that_saw_it_or_anything_after_it():
     (graphdef, params), ids = model_and_text(200, seed=1)
     settings = dynamic_eval.Settings(learning_rate=1e-2, decay=0.01, segment_length=10)
-    before = dynamic_eval.per_char_nll(graphdef, params, ids, 5, ids, settings)
+    before = dynamic_eval.adapted_nll(graphdef, params, ids, 5, ids, settings)
     changed = ids.copy()
     changed[58] = (changed[58] + 1) % VOCAB  # Inside the segment whose inputs 50..59 predict 51..60.
-    after = dynamic_eval.per_char_nll(graphdef, params, changed, 5, ids, settings)
+    after = dynamic_eval.adapted_nll(graphdef, params, changed, 5, ids, settings)
     np.testing.assert_array_equal(after[: 58 - 5], before[: 58 - 5])  # Everything before it, bit for bit.
     assert after[58 - 5] != before[58 - 5]
 
@@ -75,18 +81,48 @@ def test_two_updates_match_the_rule_computed_by_hand():
             ),
             theta, grads, rms, params,
         )
-    settings = dynamic_eval.Settings(learning_rate=lr, decay=decay, segment_length=length)
-    got = dynamic_eval.per_char_nll(graphdef, params, ids, 1, train_ids, settings)
+    scoring = evaluate.Scoring("dynamic", 1, 1, 1, 1, {"learning_rate": lr, "decay": decay, "segment_length": length},
+                               train_ids)
+    got = evaluate.per_char_nll(graphdef, params, ids, scoring)
     np.testing.assert_allclose(got, np.concatenate(expected), rtol=2e-5)
 
 
-@pytest.mark.parametrize("fields, flag", [
-    ({"learning_rate": 0.0}, "--dynamic_lr=0.0"),
-    ({"learning_rate": float("nan")}, "--dynamic_lr=nan"),
-    ({"decay": 1.5}, "--dynamic_decay=1.5"),
-    ({"decay": -0.1}, "--dynamic_decay=-0.1"),
-    ({"segment_length": 0}, "--dynamic_segment=0"),
+@pytest.mark.parametrize("field, value", [
+    ("learning_rate", 0.0), ("learning_rate", float("nan")), ("decay", 1.5), ("decay", -0.1), ("segment_length", 0),
 ])
-def test_settings_out_of_range_are_named(fields, flag):
-    with pytest.raises(CharLSTMError, match=flag):
-        dynamic_eval.Settings(**fields).check()
+def test_settings_out_of_range_are_named_as_config_fields(field, value):
+    """The settings are config.eval.dynamic: validation names the field, as scoring with them does."""
+    config = config_lib.default_config()
+    config.eval.dynamic[field] = value
+    with pytest.raises(CharLSTMError, match=f"config field eval.dynamic.{field}={value}"):
+        config_lib.validate(config)
+    (graphdef, params), ids = model_and_text(100)
+    with pytest.raises(CharLSTMError, match=f"eval.dynamic.{field}={value} is invalid"):
+        evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring.from_config(config, "dynamic", ids))
+
+
+def evaluate_json(workdir, *args: str) -> dict:
+    result = run_script("evaluate.py", "--workdir", str(workdir), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_script_flags_are_the_config_settings(trained_run_folder):
+    """--dynamic and its flags score as --protocol dynamic with the eval.dynamic fields they stand for."""
+    head = "--config.eval.max_chars=200"
+    by_flags = evaluate_json(trained_run_folder, head, "--dynamic", "--dynamic_lr=1e-3", "--dynamic_segment=30")
+    by_config = evaluate_json(trained_run_folder, head, "--protocol", "dynamic",
+                              "--config.eval.dynamic.learning_rate=1e-3", "--config.eval.dynamic.segment_length=30")
+    assert by_flags == by_config and by_flags["protocol"] == "dynamic (lr 0.001, decay 0.001, segment 30)"
+
+
+def test_training_scores_the_best_checkpoint_dynamically_when_the_config_asks(tiny_config, tmp_path):
+    """'dynamic' in eval.final_protocols: final_metrics.json holds the score evaluate.py gives the run."""
+    tiny_config.train.epochs = 1
+    tiny_config.eval.final_protocols, tiny_config.eval.max_chars = ("dynamic",), 200
+    tiny_config.eval.dynamic.segment_length = 30
+    train_and_evaluate(tiny_config, tmp_path)
+    final = json.loads((tmp_path / "final_metrics.json").read_text())
+    result = evaluate_json(tmp_path, "--protocol", "dynamic")
+    assert final["protocols"] == ["dynamic"] and result["chars"] == final["val"]["dynamic"]["chars"] == 200
+    assert result["val_loss"] == pytest.approx(final["val"]["dynamic"]["loss"], rel=1e-6)

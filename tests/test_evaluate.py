@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import evaluate, trained_run
+from charlstm import CharLSTMError, evaluate, protocols, trained_run
 from charlstm.model import CharLSTM, split_model
-from tests.conftest import run_script
+from charlstm.protocols.stream import stream_nll
+from tests.conftest import assert_one_line_error, run_script
 
 
 def window_scoring(seq_length: int, batch_size: int) -> evaluate.Scoring:
@@ -39,18 +40,18 @@ def test_window_protocol_matches_a_direct_computation():
     assert math.isclose(evaluate.bits_per_char(mean), mean / math.log(2))
 
 
-def test_stream_protocol_equals_one_pass_a_character_at_a_time(monkeypatch):
+def test_stream_protocol_equals_one_pass_a_character_at_a_time():
     first = 3
     model, ids = random_model_and_ids(40)
     state, expected = model.initial_state(1), []
     for t in range(len(ids) - 1):
         logits, state = model(ids[None, t : t + 1], state)
         expected.append(float(-jax.nn.log_softmax(logits[0, 0])[ids[t + 1]]))
-    monkeypatch.setattr(evaluate, "STREAM_CHUNK", 8)  # 39 steps: four chunks carry the state, the last is padded.
+    graphdef, params = split_model(model)
     stream = evaluate.Scoring("stream", first, 1, 1, 1)
-    np.testing.assert_allclose(
-        evaluate.per_char_nll(*split_model(model), ids, stream), expected[first - 1 :], rtol=1e-5
-    )
+    np.testing.assert_allclose(evaluate.per_char_nll(graphdef, params, ids, stream), expected[first - 1 :], rtol=1e-5)
+    chunked = stream_nll(graphdef, params, ids, first, chunk=8)  # 39 steps: four chunks carry the state, one padded.
+    np.testing.assert_allclose(chunked, expected[first - 1 :], rtol=1e-5)
 
 
 @pytest.mark.parametrize("segment_length, burn_in", [(7, 4), (10, 12), (50, 1)])
@@ -78,6 +79,35 @@ def test_segments_with_a_burn_in_over_all_earlier_text_is_the_stream():
     # batched from ids[13 - 13]; both see all earlier text. (The one at 22 reads from ids[9] only.)
     batched = evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring("segments", first, 9, 13, 3))
     np.testing.assert_allclose(batched[: 22 - first], stream[: 22 - first], rtol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", protocols.NAMES)
+def test_every_protocol_scores_the_same_characters(protocol):
+    """Value i is the NLL of ids[first + i]: changing the character at p changes value p - first and
+    nothing before it, under every registered protocol (its settings at their config defaults)."""
+    first = 6
+    model, ids = random_model_and_ids(70)
+    graphdef, params = split_model(model)
+    config = trained_run.default_config()
+    config.data.seq_length, config.eval.segment_length, config.eval.burn_in, config.eval.batch_size = first, 9, 4, 3
+    scoring = evaluate.Scoring.from_config(config, protocol, train_ids=ids)
+    before = evaluate.per_char_nll(graphdef, params, ids, scoring)
+    assert before.shape == (len(ids) - first,) and np.all(np.isfinite(before)) and np.all(before > 0)
+    for p in (first, 30, len(ids) - 1):
+        changed = ids.copy()
+        changed[p] = (changed[p] + 1) % 7
+        after = evaluate.per_char_nll(graphdef, params, changed, scoring)
+        np.testing.assert_array_equal(after[: p - first], before[: p - first])
+        assert after[p - first] != before[p - first]
+
+
+def test_an_unknown_protocol_is_one_line_naming_the_registered_ones(tmp_path):
+    result = run_script("train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"),
+                        "--config.eval.final_protocols=('window','exact')")
+    assert_one_line_error(result, "eval.final_protocols", *map(repr, protocols.NAMES))
+    scoring = evaluate.Scoring("exact", 1, 1, 1, 1)
+    with pytest.raises(CharLSTMError, match="'exact' is unknown: use one of 'window', 'segments'"):
+        evaluate.per_char_nll(*split_model(random_model_and_ids(9)[0]), np.arange(9), scoring)
 
 
 def test_surprisal_tsv_has_one_escaped_row_per_scored_character():

@@ -5,11 +5,15 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
-from charlstm import train_step
-from charlstm.model import CharLSTM, create_model, gru_cell, lstm_cell, split_model, train_step_flops
+from charlstm import cells, train_step
+from charlstm.cells import gru
+from charlstm.lstm.cell import lstm_cell
+from charlstm.model import CharLSTM, create_model, split_model, train_step_flops
+from tests.conftest import assert_one_line_error, run_script
 
 
 def test_output_shapes():
@@ -52,12 +56,13 @@ def test_forget_gate_bias_starts_at_one():
     np.testing.assert_array_equal(bias, [0] * 4 + [1] * 4 + [0] * 8)
 
 
-@pytest.mark.parametrize("cell, carry_size", [("lstm", 2), ("gru", 1), ("rnn", 1)])
-def test_every_cell_has_shapes_and_carries_state(cell, carry_size):
+@pytest.mark.parametrize("cell", cells.NAMES)
+def test_every_cell_has_shapes_and_carries_state(cell):
     model = CharLSTM(vocab_size=9, units=12, num_layers=2, cell=cell, embed_dim=5, rngs=nnx.Rngs(0))
     ids = jax.random.randint(jax.random.key(0), (2, 10), 0, 9)
     whole, state = model(ids)
-    assert whole.shape == (2, 10, 9) and all(len(carry) == carry_size for carry in state)
+    assert whole.shape == (2, 10, 9) and all(len(carry) == cells.CELLS[cell].carry_size for carry in state)
+    assert model.layers[0].recurrent_kernel[...].shape == (12, cells.CELLS[cell].gates * 12)
     first, state = model(ids[:, :4])
     second, _ = model(ids[:, 4:], state)
     np.testing.assert_allclose(jnp.concatenate([first, second], axis=1), whole, atol=1e-5)
@@ -74,8 +79,38 @@ def test_gru_cell_equals_the_textbook_reset_after_gru():
     r = jax.nn.sigmoid(x_r + h @ u_r)
     z = jax.nn.sigmoid(x_z + h @ u_z)
     n = jnp.tanh(x_n + r * (h @ u_n))
-    (h_new,) = gru_cell(kernel, (h,), x_proj)
+    (h_new,) = gru.step(kernel, (h,), x_proj)
     np.testing.assert_allclose(h_new, (1 - z) * n + z * h, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", cells.NAMES)
+def test_every_cell_learns_a_repeated_text(cell):
+    """A few Adam steps on one short text lower its loss, on one-hot ids and on an embedding: gradients
+    reach every parameter of every registered cell."""
+    ids = jnp.asarray([[0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2]])
+    for embed_dim in (0, 4):
+        graphdef, params = split_model(CharLSTM(4, 8, 2, cell=cell, embed_dim=embed_dim, rngs=nnx.Rngs(0)))
+        loss = functools.partial(mean_nll, graphdef, ids)
+        tx = optax.adam(1e-2)
+        opt_state, first = tx.init(params), loss(params)
+        assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(jax.grad(loss)(params)))
+        for _ in range(5):
+            updates, opt_state = tx.update(jax.grad(loss)(params), opt_state)
+            params = optax.apply_updates(params, updates)
+        assert loss(params) < first
+
+
+def mean_nll(graphdef, ids: jax.Array, params) -> jax.Array:
+    """The model's mean NLL of each of ids `[batch, time]` after the ones before it."""
+    logits, _ = nnx.merge(graphdef, params)(ids[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
+
+
+def test_an_unknown_cell_is_one_line_naming_the_registered_ones(tmp_path):
+    result = run_script("train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"),
+                        "--config.model.cell=lstmp")
+    assert_one_line_error(result, "model.cell='lstmp'", *map(repr, cells.NAMES))
+    assert not (tmp_path / "run").exists()
 
 
 def test_dropout_acts_in_training_only():

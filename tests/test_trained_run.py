@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from charlstm import CharLSTMError, dynamic_eval, evaluate, mixture, trained_run
+from charlstm import CharLSTMError, evaluate, mixture, trained_run
 from charlstm import config as config_lib
 from charlstm.checkpoints import Checkpoints
 from charlstm.ngram import KneserNey
@@ -251,8 +251,9 @@ def test_evaluate_scores_each_protocol_dynamic_and_the_ngram_mixture(run, run_di
     assert result["mixture"]["model_weights"] == pytest.approx(list(weights), rel=1e-5)
     assert result["mixture"]["val_loss"] == pytest.approx(evaluate.average(mixed), rel=1e-6)
 
-    settings = dynamic_eval.Settings(learning_rate=1e-3, decay=0.01, segment_length=30)
-    dynamic = dynamic_eval.per_char_nll(run.graphdef, run.params, val_ids, first, run.corpus().train_ids, settings)
+    scoring = evaluate.Scoring("dynamic", first, 1, 1, 1, {"learning_rate": 1e-3, "decay": 0.01, "segment_length": 30},
+                               run.corpus().train_ids)
+    dynamic = evaluate.per_char_nll(run.graphdef, run.params, val_ids, scoring)
     result = evaluate_json(run_dir, "--dynamic", "--dynamic_lr=1e-3", "--dynamic_decay=0.01", "--dynamic_segment=30")
     assert (
         result["protocol"].startswith("dynamic")

@@ -1,33 +1,29 @@
-"""Characters per second of each evaluation protocol (charlstm.evaluate: window, segments, stream,
-with the default eval settings) and of dynamic evaluation (charlstm.dynamic_eval, its gradient
-statistics included), on random characters."""
+"""Characters per second of each registered evaluation protocol (charlstm.protocols: window, segments,
+stream and dynamic evaluation, its gradient statistics included) at the default settings, on random
+characters."""
 
 import functools
 
 import numpy as np
 
-from charlstm import dynamic_eval, evaluate, trained_run
+from charlstm import evaluate, protocols, trained_run
 from charlstm.benchmarks import Model
 from charlstm.benchmarks.timing import fastest
-from charlstm.config import PROTOCOLS
 
 
 def eval_section(model: Model, chars: int, repeats: int) -> dict:
-    """Characters per second of each protocol and of dynamic evaluation at the default settings, scoring
-    `chars` random characters; the fastest of `repeats` calls counts."""
+    """Characters per second of each protocol at the default settings, scoring `chars` random characters
+    (dynamic evaluation adapts on the same characters); the fastest of `repeats` calls counts."""
     graphdef, params, vocab_size, seq_length = model
     ids = np.random.default_rng(0).integers(vocab_size, size=seq_length + chars).astype(np.int32)
     config = trained_run.default_config()
     config.data.seq_length = seq_length
     methods = {
         protocol: functools.partial(
-            evaluate.mean_nll, graphdef, params, ids, evaluate.Scoring.from_config(config, protocol)
+            evaluate.mean_nll, graphdef, params, ids, evaluate.Scoring.from_config(config, protocol, train_ids=ids)
         )
-        for protocol in PROTOCOLS
+        for protocol in protocols.NAMES
     }
-    methods["dynamic"] = functools.partial(
-        dynamic_eval.per_char_nll, graphdef, params, ids, seq_length, ids, dynamic_eval.Settings()
-    )
     speeds = {}
     for name, run in methods.items():
         run()

@@ -1,4 +1,4 @@
-"""Dynamic evaluation (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence Models").
+"""The dynamic protocol: dynamic evaluation (Krause et al. 2018, "Dynamic Evaluation of Neural Sequence Models").
 
 A copy of the weights adapts to the text as it is scored: the text runs as one
 stream (the state carried throughout) in segments of `segment_length`; each
@@ -12,12 +12,13 @@ where rms is the root mean square of each weight's gradient on training
 segments (measured once), ε = EPS_SHARE · mean(rms), and r = rms / mean(rms),
 capped at 1 / decay so no weight overshoots θ₀: weights that move much in
 training return faster. Scored characters are those at position >= `first`,
-as for every protocol in charlstm.evaluate.
+as for every protocol. Its settings are config.eval.dynamic (Settings).
 """
 
 import dataclasses
 import functools
 import math
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -26,30 +27,34 @@ from flax import nnx
 
 from charlstm import parallel
 from charlstm.errors import CharLSTMError
-from charlstm.evaluate import sequence_nll
+from charlstm.protocols.base import Scoring, sequence_nll
 
 # ε of the step's denominator, as a share of the mean rms: keeps weights with tiny gradients in training finite.
 EPS_SHARE = 0.01
 # Training segments per batch, and batches, whose gradients give the rms statistics.
 STAT_BATCH, STAT_BATCHES = 64, 16
+# How an error names each setting: the config's fields (a script passes its own flags' names).
+CONFIG_NAMES = {f: f"eval.dynamic.{f}" for f in ("learning_rate", "decay", "segment_length")}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Dynamic evaluation's hyperparameters; tune them on validation, report on test."""
+    """Dynamic evaluation's hyperparameters, config.eval.dynamic (defaults and units there); tune them on
+    validation, report on test."""
 
-    learning_rate: float = 3e-5  # lr: size of the normalised step.
-    decay: float = 1e-3  # Pull toward the trained weights per segment, in (0, 1]; 0 = none.
-    segment_length: int = 20  # Characters scored, then trained on, per step.
+    learning_rate: float  # lr: size of the normalised step.
+    decay: float  # Pull toward the trained weights per segment.
+    segment_length: int  # Characters scored, then trained on, per step.
 
-    def check(self) -> None:
-        """Raises CharLSTMError naming the first setting out of range."""
+    def problem(self, names: Mapping[str, str] = CONFIG_NAMES) -> str | None:
+        """The first setting out of range, under the name the user gave it by; None when all are in range."""
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
-            raise CharLSTMError(f"--dynamic_lr={self.learning_rate} is invalid: use a step size > 0, e.g. 1e-4")
+            return f"{names['learning_rate']}={self.learning_rate} is invalid: use a step size > 0, e.g. 1e-4"
         if not 0 <= self.decay <= 1:
-            raise CharLSTMError(f"--dynamic_decay={self.decay} is invalid: use a value in [0, 1], e.g. 1e-3")
-        if self.segment_length < 1:
-            raise CharLSTMError(f"--dynamic_segment={self.segment_length} is invalid: use an integer >= 1, e.g. 50")
+            return f"{names['decay']}={self.decay} is invalid: use a value in [0, 1], e.g. 1e-3"
+        if not (isinstance(self.segment_length, int) and self.segment_length >= 1):
+            return f"{names['segment_length']}={self.segment_length} is invalid: use an integer >= 1, e.g. 50"
+        return None
 
 
 def _mean_nll(params, graphdef, inputs, targets, state):
@@ -69,7 +74,9 @@ def gradient_rms(graphdef: nnx.GraphDef, params, train_ids: np.ndarray, segment_
     training segments of `segment_length` (fixed positions, spread evenly over the text)."""
     count = STAT_BATCH * STAT_BATCHES
     if len(train_ids) < segment_length + 2:
-        raise CharLSTMError(f"the training text is shorter than --dynamic_segment={segment_length}: use a shorter one")
+        raise CharLSTMError(
+            f"the training text is shorter than a dynamic evaluation segment ({segment_length}): use a shorter one"
+        )
     starts = np.linspace(0, len(train_ids) - segment_length - 2, count).astype(np.int64)
     windows = np.asarray(train_ids, np.int32)[starts[:, None] + np.arange(segment_length + 1)]
     total = None
@@ -104,11 +111,27 @@ def _adapt(graphdef: nnx.GraphDef, params, rms, segments: jax.Array, learning_ra
     return nll
 
 
-def per_char_nll(
+def unavailable(scoring: Scoring) -> str | None:
+    """Why it cannot score with these settings; None when it can."""
+    return Settings(**scoring.settings).problem()
+
+
+def label(scoring: Scoring) -> str:
+    """The name shown with its numbers: its settings change them."""
+    s = Settings(**scoring.settings)
+    return f"dynamic (lr {s.learning_rate:g}, decay {s.decay:g}, segment {s.segment_length})"
+
+
+def per_char_nll(graphdef: nnx.GraphDef, params, ids: np.ndarray, scoring: Scoring) -> np.ndarray:
+    """NLL in nats `[len(ids) - first]` of every id at position >= `first` under dynamic evaluation;
+    `scoring.train_ids` gives the gradient statistics."""
+    return adapted_nll(graphdef, params, ids, scoring.first, scoring.train_ids, Settings(**scoring.settings))
+
+
+def adapted_nll(
     graphdef: nnx.GraphDef, params, ids: np.ndarray, first: int, train_ids: np.ndarray, settings: Settings
 ) -> np.ndarray:
-    """NLL in nats `[len(ids) - first]` of every id at position >= `first` under dynamic evaluation."""
-    settings.check()
+    """NLL in nats `[len(ids) - first]` while adapting the weights with `settings`, statistics from `train_ids`."""
     n, length = len(ids), settings.segment_length
     rms = gradient_rms(graphdef, params, train_ids, length)
     steps = len(ids) - 1  # Input ids[t] predicts ids[t + 1].

@@ -1,0 +1,54 @@
+"""The recurrent cells a model stacks, by name (`model.cell`): one file each, one line each in CELLS.
+
+A cell gives its gate blocks per unit (its kernels are `[in, gates*units]` and `[units,
+gates*units]`), the size of its carry, its step, and optionally its own way to run a whole layer
+over time; without one, the layer projects its inputs once and scans the step with autodiff.
+
+- `lstm`: the LSTM, run by the implementation model.lstm_impl names (charlstm.lstm);
+- `gru`: the GRU, reset gate applied after the recurrent matmul;
+- `rnn`: the Elman RNN, h = tanh(x W + h U + b).
+"""
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from charlstm.cells import gru, lstm, rnn
+from charlstm.errors import CharLSTMError
+from charlstm.lstm.cell import Carry
+
+
+def zero_bias(units: int, gates: int) -> jax.Array:
+    """`[gates*units]` zeros: the bias a layer starts from unless its cell says otherwise."""
+    return jnp.zeros(gates * units)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """What a layer needs of its cell."""
+
+    gates: int  # Gate blocks per unit.
+    carry_size: int  # Arrays in the carry, each `[batch, units]`: (h, c) for an LSTM, (h,) for a GRU.
+    step: Callable[[jax.Array, Carry, jax.Array], Carry]  # (recurrent_kernel, carry, x_proj `[batch, gates*units]`).
+    # (lstm_impl, input_kernel, recurrent_kernel, bias, carry, x) -> (hs, carry), as charlstm.lstm.lstm_scan;
+    # None: project x, then scan `step` with autodiff.
+    scan: Callable[..., tuple[jax.Array, Carry]] | None = None
+    initial_bias: Callable[[int, int], jax.Array] = zero_bias  # (units, gates) -> the bias `[gates*units]`.
+    lstm_impls: tuple[str, ...] = ("auto",)  # The model.lstm_impl values it runs with.
+
+
+CELLS = {
+    "lstm": Cell(lstm.GATES, lstm.CARRY_SIZE, lstm.step, lstm.scan, lstm.initial_bias, lstm.IMPLS),
+    "gru": Cell(gru.GATES, gru.CARRY_SIZE, gru.step),
+    "rnn": Cell(rnn.GATES, rnn.CARRY_SIZE, rnn.step),
+}
+NAMES = tuple(CELLS)
+
+
+def get(name: str) -> Cell:
+    """The cell registered as `name`; CharLSTMError listing the registered ones when there is none."""
+    if name not in CELLS:
+        raise CharLSTMError(f"model.cell={name!r} is unknown: use one of {', '.join(map(repr, NAMES))}")
+    return CELLS[name]
