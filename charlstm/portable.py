@@ -152,6 +152,8 @@ class Model:
 
     def feed(self, ids: np.ndarray, state: tuple[Carry, ...] | None = None) -> tuple[np.ndarray, tuple[Carry, ...]]:
         """Ids `[time]` (at least one) from `state` (None = zeros) -> the logits `[vocab]` after the last, the state."""
+        if not len(ids):
+            raise ValueError("feed() needs at least one id: the logits are those after the last")
         state = self.initial_state() if state is None else state
         for char_id in ids:
             logits, state = self.step(np.array([char_id]), state)
@@ -186,11 +188,17 @@ class Model:
         ids = self.encode(prompt)
         if not len(ids):
             raise CharLSTMError("the prompt has no characters left after cleaning: give one the vocabulary has")
+        length = sample["length"] if length is None else length
         top_k = sample["top_k"] if top_k is None else top_k
         top_p = sample["top_p"] if top_p is None else top_p
+        if temperature < 0 or length < 0 or top_k < 0 or not 0 < top_p <= 1:
+            raise CharLSTMError(
+                f"temperature={temperature}, length={length}, top_k={top_k}, top_p={top_p}: temperature, length "
+                "and top_k must be >= 0 (top_k 0 = all), top_p in (0, 1]"
+            )
         logits, state = self.feed(ids)
         rng, out = np.random.default_rng(seed), []
-        for _ in range(sample["length"] if length is None else length):
+        for _ in range(length):
             out.append(next_id(logits, temperature, top_k, top_p, rng))
             logits, state = self.feed(out[-1:], state)
         text, stop = self.decode(out), sample["stop"]

@@ -110,6 +110,9 @@ def test_portable_generation_repeats_with_its_seed_and_cleans_the_prompt(run):
     assert model.generate(PROMPT, length=10, temperature=1.0, seed=3) == first[:10]
     with pytest.raises(CharLSTMError, match="no characters left"):
         model.generate("@@@")
+    for settings in ({"temperature": -1.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}, {"length": -1}):
+        with pytest.raises(CharLSTMError, match="top_p in"):
+            model.generate(PROMPT, **settings)
 
 
 @pytest.mark.slow
