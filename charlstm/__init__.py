@@ -30,6 +30,8 @@ Using a trained model
     protocols       the evaluation protocols by name (window, segments, stream, dynamic; one file each)
     ngram mixture   the Kneser-Ney baseline and interpolation with it
     novelty         how much of a sample is copied from the training text
+    export          a run written as a .npz or as ONNX's one-step function (scripts/export.py)
+    portable        the .npz sampled with NumPy alone: imports no JAX, Flax or Optax
 Experiments and scripts
     reports sweep   curves, samples.md, leaderboards, TensorBoard; grids of runs, sweep folders as runs
     benchmarks      what scripts/benchmark.py times, one module per section, each a function
