@@ -2,6 +2,7 @@ import json
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -9,7 +10,7 @@ from flax import nnx
 from charlstm import CharLSTMError, evaluate, protocols, trained_run
 from charlstm.model import CharLSTM, split_model
 from charlstm.protocols.stream import stream_nll
-from tests.conftest import assert_one_line_error, run_script
+from tests.conftest import assert_float32_accurate, assert_one_line_error, in_float64, run_script
 
 
 def window_scoring(seq_length: int, batch_size: int) -> evaluate.Scoring:
@@ -22,36 +23,50 @@ def random_model_and_ids(n: int, vocab_size: int = 7, seed: int = 3):
     return model, ids
 
 
-def nll_after(model: CharLSTM, context: np.ndarray, target: int) -> float:
-    """NLL of `target` after `context` from a fresh state, in one call of the model."""
-    logits, _ = model(context[None])
-    return float(-jax.nn.log_softmax(logits[0, -1])[target])
+def nll_after(params, graphdef, contexts: list[np.ndarray], targets: list[int]) -> jax.Array:
+    """NLL `[n]` of each target after its context from a fresh state, one call of the model each: the
+    direct computation the protocols are checked against (in float32, and in float64 by in_float64)."""
+    model = nnx.merge(graphdef, params)
+    return jnp.stack([-jax.nn.log_softmax(model(c[None])[0][0, -1])[t] for c, t in zip(contexts, targets)])
+
+
+def direct_reference(graphdef, params, contexts, targets) -> tuple[jax.Array, np.ndarray]:
+    """nll_after in float32 and in float64."""
+    return nll_after(params, graphdef, contexts, targets), in_float64(nll_after, params, graphdef, contexts, targets)
 
 
 def test_window_protocol_matches_a_direct_computation():
     seq_length = 5
     model, ids = random_model_and_ids(23)
-    expected = [nll_after(model, ids[i - seq_length : i], ids[i]) for i in range(seq_length, len(ids))]
     graphdef, params = split_model(model)
+    contexts = [ids[i - seq_length : i] for i in range(seq_length, len(ids))]
+    expected32, expected64 = direct_reference(graphdef, params, contexts, list(ids[seq_length:]))
     per_char = evaluate.per_char_nll(graphdef, params, ids, window_scoring(seq_length, 4))  # 18 = 4*4 + 2.
-    np.testing.assert_allclose(per_char, expected, rtol=1e-5)
+    assert_float32_accurate(per_char, expected32, expected64, "window NLL")
     mean = evaluate.mean_nll(graphdef, params, ids, window_scoring(seq_length, 7))
-    assert math.isclose(mean, float(np.mean(expected)), rel_tol=1e-5)
+    assert_float32_accurate(np.float64(mean), np.mean(expected32), np.mean(expected64), "mean window NLL")
     assert math.isclose(evaluate.bits_per_char(mean), mean / math.log(2))
+
+
+def stepped_nll(params, graphdef, ids: np.ndarray) -> jax.Array:
+    """NLL `[len(ids) - 1]` of ids[1:], the model stepped one character at a time with its state carried."""
+    model, state, nll = nnx.merge(graphdef, params), None, []
+    for t in range(len(ids) - 1):
+        logits, state = model(ids[None, t : t + 1], state)
+        nll.append(-jax.nn.log_softmax(logits[0, 0])[ids[t + 1]])
+    return jnp.stack(nll)
 
 
 def test_stream_protocol_equals_one_pass_a_character_at_a_time():
     first = 3
     model, ids = random_model_and_ids(40)
-    state, expected = model.initial_state(1), []
-    for t in range(len(ids) - 1):
-        logits, state = model(ids[None, t : t + 1], state)
-        expected.append(float(-jax.nn.log_softmax(logits[0, 0])[ids[t + 1]]))
     graphdef, params = split_model(model)
+    expected32 = stepped_nll(params, graphdef, ids)[first - 1 :]
+    expected64 = in_float64(stepped_nll, params, graphdef, ids)[first - 1 :]
     stream = evaluate.Scoring("stream", first, 1, 1, 1)
-    np.testing.assert_allclose(evaluate.per_char_nll(graphdef, params, ids, stream), expected[first - 1 :], rtol=1e-5)
+    assert_float32_accurate(evaluate.per_char_nll(graphdef, params, ids, stream), expected32, expected64, "stream")
     chunked = stream_nll(graphdef, params, ids, first, chunk=8)  # 39 steps: four chunks carry the state, one padded.
-    np.testing.assert_allclose(chunked, expected[first - 1 :], rtol=1e-5)
+    assert_float32_accurate(chunked, expected32, expected64, "stream in chunks")
 
 
 @pytest.mark.parametrize("segment_length, burn_in", [(7, 4), (10, 12), (50, 1)])
@@ -60,12 +75,14 @@ def test_segments_protocol_scores_each_segment_after_its_burn_in(segment_length,
     state warmed up on ids[max(s_k - burn_in, 0) : s_k] from zeros."""
     first = 5
     model, ids = random_model_and_ids(48)
-    expected = []
+    graphdef, params = split_model(model)
+    contexts = []
     for t in range(first, len(ids)):
         start = first + (t - first) // segment_length * segment_length
-        expected.append(nll_after(model, ids[max(start - burn_in, 0) : t], ids[t]))
+        contexts.append(ids[max(start - burn_in, 0) : t])
+    expected32, expected64 = direct_reference(graphdef, params, contexts, list(ids[first:]))
     scoring = evaluate.Scoring("segments", first, segment_length, burn_in, batch_size=2)
-    np.testing.assert_allclose(evaluate.per_char_nll(*split_model(model), ids, scoring), expected, rtol=1e-5)
+    assert_float32_accurate(evaluate.per_char_nll(graphdef, params, ids, scoring), expected32, expected64, "segments")
 
 
 def test_segments_with_a_burn_in_over_all_earlier_text_is_the_stream():
@@ -78,7 +95,8 @@ def test_segments_with_a_burn_in_over_all_earlier_text_is_the_stream():
     # Segments at 4 and 13 with a burn-in of 13: the first joins the stream from ids[0], the second runs
     # batched from ids[13 - 13]; both see all earlier text. (The one at 22 reads from ids[9] only.)
     batched = evaluate.per_char_nll(graphdef, params, ids, evaluate.Scoring("segments", first, 9, 13, 3))
-    np.testing.assert_allclose(batched[: 22 - first], stream[: 22 - first], rtol=1e-6)
+    stream64 = in_float64(stepped_nll, params, graphdef, ids)[first - 1 :]
+    assert_float32_accurate(batched[: 22 - first], stream[: 22 - first], stream64[: 22 - first], "batched segments")
 
 
 @pytest.mark.parametrize("protocol", protocols.NAMES)
