@@ -19,7 +19,7 @@ import jax
 import ml_collections
 
 from charlstm import config as config_lib
-from charlstm import parallel
+from charlstm import environment, parallel
 from charlstm.data import Corpus
 from charlstm.errors import CharLSTMError
 
@@ -171,6 +171,7 @@ class RunFolder:
             "packages": {name: metadata.version(name) for name in PACKAGES},
             "devices": [str(device) for device in jax.devices()],
             "processes": jax.process_count(),
+            **environment.record(),  # CPU, threads, the CPU kernel's build, variables, commit.
             **extra,
         }
         self._append("run_info.jsonl", info)
