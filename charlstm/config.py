@@ -120,6 +120,27 @@ def with_defaults(saved: dict) -> ml_collections.ConfigDict:
     return config
 
 
+def is_saved(path: str | Path) -> bool:
+    """Whether `path` names a saved config (a run folder, or a JSON file such as its config.json), not a
+    config file with get_config()."""
+    return Path(path).is_dir() or Path(path).suffix == ".json"
+
+
+def from_saved(path: str | Path) -> ml_collections.ConfigDict:
+    """The config a run trained with, from its folder's config.json or that file, over the defaults."""
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    try:
+        saved = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) else f"not JSON: {e}"
+        raise CharLSTMError(
+            f"cannot read the saved config {str(file)!r} ({reason}): give a run folder or its config.json"
+        ) from None
+    if not isinstance(saved, dict):
+        raise CharLSTMError(f"{str(file)!r} holds no config (not a JSON object): give a run folder's config.json")
+    return with_defaults(saved)
+
+
 def from_file(path: str | Path) -> ml_collections.ConfigDict:
     """Calls get_config() of a config file, e.g. configs/tiny.py building on the defaults."""
     spec = importlib.util.spec_from_file_location(f"charlstm_config_{Path(path).stem}", path)
