@@ -88,6 +88,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for field in ("model.embed_dim", "train.clip_norm", "train.weight_decay", "train.patience"):
         if get_field(config, field) < 0:
             _fail(field, get_field(config, field), ">= 0 (0 = off)")
+    if not 0 <= config.train.stop_after_epoch <= config.train.epochs:
+        _fail("train.stop_after_epoch", config.train.stop_after_epoch, "in [0, train.epochs] (0 = off)")
     if config.train.stateful and config.train.objective != "all":
         _fail("train.stateful", True, "False with train.objective='last' (stateful needs 'all')")
     if config.train.dtype not in ("float32", "bfloat16"):

@@ -31,6 +31,7 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_collection
 # memory and end-of-training scores of evaluation (not how val_loss is measured: it picks the best).
 RESUMABLE_CHANGES = (
     "train.epochs", "train.log_every_steps", "eval.batch_size", "eval.final_protocols", "sample.", "log.",
+    "train.stop_after_epoch",
 )
 
 

@@ -410,7 +410,7 @@ def _train_epochs(
     train_text = novelty_reference(corpus)
     meta = {"vocab": corpus.vocab.chars, "config": config.to_dict()}
     step = make_train_step(config, graphdef, tx)
-    while state.epoch < config.train.epochs:
+    while state.epoch < (config.train.stop_after_epoch or config.train.epochs):
         starts = window_starts(corpus, config, state.epoch + 1)
         state = train_epoch(state, starts, train_ids, step, config, stop, checkpoints)
         if state.epoch_step < len(starts):

@@ -57,6 +57,7 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("train.clip_norm", -1.0, ">= 0 (0 = off)"),
     ("train.weight_decay", -0.1, ">= 0 (0 = off)"),
     ("train.patience", -1, ">= 0 (0 = off)"),
+    ("train.stop_after_epoch", 3, "in [0, train.epochs]"),  # tiny.py trains 2 epochs.
     ("sample.temperatures", (), "a non-empty tuple"),
     ("sample.temperatures", (True,), "numbers >= 0"),
     ("sample.top_k", -1, ">= 0 (0 = off)"),
