@@ -14,12 +14,13 @@ after s steps a value may be off by about s * eps32 * |value| (eps32 = 2^-23) wh
 amplify them, and by a bounded multiple when it does. The tolerance of a value is therefore
 TOLERANCE_FACTOR * s * eps32 * max(|value|, 1), s the steps trained by then; for the weights the value
 is their L2 norm and the difference the norm of their difference (one coordinate alone can move far
-more, where Adam divides a tiny gradient by its tiny scale). A loss further off than that is not rounding: it diverged.
-The numbers of the epochs' samples (novelty) are exact counts of another kind: a rounding difference
+more, where Adam divides a tiny gradient by its tiny scale). Further off than that is not rounding: the
+run diverged. The numbers of the epochs' samples (novelty) are exact counts of another kind: a rounding difference
 changes sampled characters, so they are compared exactly, and only while the losses are identical.
 """
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -52,10 +53,10 @@ def read_original(path: Path) -> tuple[ml_collections.ConfigDict, list[dict], li
     """The run's config (from its newest checkpoint), metrics and run_info records; CharLSTMError naming
     what is missing when `path` is not a run that finished an epoch."""
     refuse_file(path)
-    run_info = RunFolder(path).read_run_info() if path.is_dir() else []
-    if not run_info:
+    folder = RunFolder(path) if path.is_dir() else None
+    if folder is None or not (run_info := folder.read_run_info()):
         raise CharLSTMError(f"{str(path)!r} is not a run folder (no run_info.jsonl): give a folder train.py trained")
-    if not (metrics := RunFolder(path).read_metrics()):
+    if not (metrics := folder.read_metrics()):
         raise CharLSTMError(f"run {str(path)!r} has no metrics.jsonl: train it until an epoch ends, then reproduce it")
     steps = Checkpoints(path, read_only=True).complete_steps() if (path / "checkpoints").is_dir() else []
     if not steps:
@@ -125,8 +126,6 @@ def compare(original: Path, reproduction: Path, epochs: int) -> dict:
     samples' and what differed in the environment."""
     runs = RunFolder(original), RunFolder(reproduction)
     first, second = (run.read_metrics()[:epochs] for run in runs)
-    if len(second) < epochs:
-        raise CharLSTMError(f"the reproduction in {str(reproduction)!r} stopped after {len(second)} epochs")
     weights = weight_difference(original, reproduction, first[-1]["step"])
     return {
         **judge(metric_differences(first, second), weights),
@@ -158,10 +157,11 @@ def judge(differences: list[dict], weights: dict) -> dict:
 
 
 def metric_differences(first: list[dict], second: list[dict]) -> list[dict]:
-    """Per epoch and field (timings aside), in order: both values, their difference and its tolerance;
-    a difference of inf where the two are not numbers and differ (None against a number, other text)."""
+    """Per epoch of `first` and field (timings aside), in order: both values, their difference and its
+    tolerance; a difference of inf where the two are not numbers and differ (None against a number, other
+    text, an epoch that `second` did not reach: early stopping where the original went on)."""
     found = []
-    for a, b in zip(first, second):
+    for a, b in itertools.zip_longest(first, second[: len(first)], fillvalue={}):
         for field in sorted((a.keys() | b.keys()) - set(TIMINGS), key=lambda f: (f in SAMPLE_FIELDS, f)):
             x, y = a.get(field), b.get(field)
             numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
@@ -178,9 +178,10 @@ def weight_difference(original: Path, reproduction: Path, step: int) -> dict:
     """The L2 norm of the difference of the two runs' weights at `step` (all arrays as one vector), the
     original's norm and the tolerance; 'why' instead
     when the original kept no checkpoint of that step (it keeps the best and the latest two)."""
-    if step not in Checkpoints(original, read_only=True).complete_steps():
-        return {"epoch": None, "field": "weights", "step": step, "difference": None,
-                "why": f"the original kept no checkpoint of step {step}"}
+    for name, folder in (("original", original), ("reproduction", reproduction)):
+        if step not in Checkpoints(folder, read_only=True).complete_steps():
+            return {"epoch": None, "field": "weights", "step": step, "difference": None,
+                    "why": f"the {name} kept no checkpoint of step {step}"}
     a, b = ([np.asarray(x, np.float64) for x in jax.tree.leaves(trained_run.load(folder, str(step)).params)]
             for folder in (original, reproduction))
     difference = float(np.sqrt(sum(np.square(x - y).sum() for x, y in zip(a, b, strict=True))))

@@ -44,6 +44,11 @@ def test_the_verdict_is_identical_within_tolerance_or_diverged():
     assert (judged["first_difference"]["epoch"], judged["first_difference"]["field"]) == (1, "val_loss")
 
 
+def test_a_reproduction_that_stopped_earlier_diverged():
+    judged = verdict([epoch(1, 2.5), epoch(2, 2.4)], [epoch(1, 2.5)])
+    assert judged["verdict"] == "diverged" and judged["diverged_at"]["epoch"] == 2
+
+
 def test_samples_that_differ_while_the_losses_are_identical_diverged():
     judged = verdict([epoch(1, 2.5)], [epoch(1, 2.5, longest_copy=6)])
     assert judged["verdict"] == "diverged" and judged["diverged_at"]["field"] == "longest_copy"
