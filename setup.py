@@ -5,9 +5,20 @@ headers (jax's FFI, scipy-openblas32) are missing, the package still installs an
 XLA (charlstm.lstm.cpu_kernel.load_failure() says why).
 """
 
+import json
+import os
+import sysconfig
 import warnings
 
 from setuptools import Extension, setup
+
+COMPILE_ARGS = ["-std=c++17", "-O3"]
+
+
+def build_flags() -> str:
+    """The compile flags as setuptools passes them, as far as they can be known here."""
+    parts = [sysconfig.get_config_var("CFLAGS"), os.environ.get("CFLAGS"), *COMPILE_ARGS]
+    return " ".join(" ".join(part.split()) for part in parts if part)
 
 
 def kernel_extensions() -> list[Extension]:
@@ -25,7 +36,9 @@ def kernel_extensions() -> list[Extension]:
             # No -march: the kernel picks its loops' instruction set when loaded (VECTOR_CLONES), so a build
             # runs on any CPU of the architecture. OpenBLAS is not linked here: charlstm.lstm.cpu_kernel
             # loads scipy_openblas32's copy (which picks its own) and hands it over.
-            extra_compile_args=["-std=c++17", "-O3"],
+            extra_compile_args=COMPILE_ARGS,
+            # Baked into the kernel for run_info.jsonl: Python's compile flags, the environment's, then ours.
+            define_macros=[("CHARLSTM_BUILD_FLAGS", json.dumps(build_flags()))],
             language="c++",
             optional=True,
         )

@@ -22,6 +22,7 @@ Training
     train           train_and_evaluate: TrainState, make_train_step, the loop, signals
     checkpoints     the Orbax checkpoints of a run folder
     run_folder      every other file of a run folder, its lock and resume guards
+    environment     what run_info.jsonl records of the machine: CPU, threads, kernel build, commit
     parallel        the device mesh and multi-process helpers
 Using a trained model
     trained_run     a run loaded from its checkpoint (no training code imported)
@@ -34,6 +35,7 @@ Using a trained model
     portable        the .npz sampled with NumPy alone: imports no JAX, Flax or Optax
 Experiments and scripts
     reports sweep   curves, samples.md, leaderboards, TensorBoard; grids of runs, sweep folders as runs
+    reproduce       a run re-run from its folder and judged: identical, within tolerance or diverged
     benchmarks      what scripts/benchmark.py times, one module per section, each a function
     cli errors      what the scripts share (flags, exit codes, malloc); the user-error type
 """

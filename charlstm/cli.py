@@ -14,6 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from charlstm import checkpoints
+from charlstm import config as config_lib
 from charlstm.errors import (
     CharLSTMError,
     SaveFailed,
@@ -82,14 +83,50 @@ def define_config_overrides(base: ml_collections.ConfigDict, help_string: str) -
         _fail_unknown_field(e)
 
 
+class _ConfigSourceParser(flags.ArgumentParser):
+    """Parses --config: a config file's get_config() (by ml_collections' parser, `file_parser`), or the
+    config a run folder (or its config.json) saved."""
+
+    def __init__(self, file_parser: flags.ArgumentParser):
+        self.file_parser = file_parser
+
+    def flag_type(self) -> str:
+        return self.file_parser.flag_type()
+
+    def parse(self, path: str):
+        if not config_lib.is_saved(path):
+            return self.file_parser.parse(path)
+        try:
+            config = config_lib.from_saved(path)
+        except CharLSTMError as e:
+            raise ValueError(str(e)) from None  # absl reports a parser's ValueError as one line.
+        config.lock()  # As a config file's: an override of an unknown field is an error.
+        return config
+
+
+def define_config_source(help_string: str) -> flags.FlagHolder:
+    """Defines --config as a config file, a run folder or a run's config.json, with `--config.FIELD=VALUE`
+    overrides on top (they are typed by the loaded config)."""
+    holder = config_flags.DEFINE_config_file("config", None, help_string)
+    flags.FLAGS["config"].parser = _ConfigSourceParser(flags.FLAGS["config"].parser)
+    return holder
+
+
 def config_overrides() -> dict:
     """The parsed `--config.FIELD=VALUE` overrides, e.g. {'sample.top_k': 5}."""
     return config_flags.get_override_values(flags.FLAGS["config"])
 
 
 def config_name(config_flag: str = "config") -> str:
-    """The stem of the config file given to `--config`, e.g. 'obama'."""
-    return Path(config_flags.get_config_filename(flags.FLAGS[config_flag])).stem
+    """The stem of the config file given to `--config`, e.g. 'obama'; refuses a run's saved config, whose
+    name would be that run's own folder."""
+    path = config_flags.get_config_filename(flags.FLAGS[config_flag])
+    if config_lib.is_saved(path):
+        raise CharLSTMError(
+            f"--{config_flag} {path} is a run's saved config: give --workdir for the new run "
+            "(the run's own folder resumes it)"
+        )
+    return Path(path).stem
 
 
 def write_file(path: str, text: str, flag: str) -> None:

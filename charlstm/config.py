@@ -85,6 +85,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for field in ("model.embed_dim", "train.clip_norm", "train.weight_decay", "train.patience"):
         if get_field(config, field) < 0:
             _fail(field, get_field(config, field), ">= 0 (0 = off)")
+    if not 0 <= config.train.stop_after_epoch <= config.train.epochs:
+        _fail("train.stop_after_epoch", config.train.stop_after_epoch, "in [0, train.epochs] (0 = off)")
     if config.train.stateful and config.train.objective != "all":
         _fail("train.stateful", True, "False with train.objective='last' (stateful needs 'all')")
     if config.train.dtype not in ("float32", "bfloat16"):
@@ -127,6 +129,27 @@ def with_defaults(saved: dict) -> ml_collections.ConfigDict:
     config = default_config()
     config.update(from_json(json.dumps(saved)))
     return config
+
+
+def is_saved(path: str | Path) -> bool:
+    """Whether `path` names a saved config (a run folder, or a JSON file such as its config.json), not a
+    config file with get_config()."""
+    return Path(path).is_dir() or Path(path).suffix == ".json"
+
+
+def from_saved(path: str | Path) -> ml_collections.ConfigDict:
+    """The config a run trained with, from its folder's config.json or that file, over the defaults."""
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    try:
+        saved = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        reason = e.strerror if isinstance(e, OSError) else f"not JSON: {e}"
+        raise CharLSTMError(
+            f"cannot read the saved config {str(file)!r} ({reason}): give a run folder or its config.json"
+        ) from None
+    if not isinstance(saved, dict):
+        raise CharLSTMError(f"{str(file)!r} holds no config (not a JSON object): give a run folder's config.json")
+    return with_defaults(saved)
 
 
 def from_file(path: str | Path) -> ml_collections.ConfigDict:

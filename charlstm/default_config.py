@@ -38,6 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.objective = "all"  # 'all': loss at every position; 'last': the lab's one target per window.
     config.train.batch_size = 64  # Windows per step over all devices; a multiple of the device count.
     config.train.epochs = 30  # Passes over the training characters ('last': over all stride-1 windows).
+    config.train.stop_after_epoch = 0  # Stop after this epoch, the schedule still spanning train.epochs; 0 = off.
     config.train.learning_rate = 1e-2  # Adam's peak step size.
     config.train.schedule = "constant"  # "constant", or "cosine": decay to 0 over the run's steps.
     config.train.warmup_steps = 0  # Steps of linear warm-up from 0 to learning_rate.

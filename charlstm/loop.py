@@ -78,7 +78,7 @@ class Training:
     def run_epochs(self, state: TrainState, refresh: Callable[[], None]) -> TrainState:
         """Trains the epochs left after `state`, each ended by end_epoch, and calls `refresh` (the reports)
         after each; returns the last state. Raises TrainingInterrupted after saving mid-epoch when asked to stop."""
-        while state.epoch < self.config.train.epochs:
+        while state.epoch < (self.config.train.stop_after_epoch or self.config.train.epochs):
             starts = window_starts(self.corpus, self.config, state.epoch + 1)
             state = self.train_epoch(state, starts)
             if state.epoch_step < len(starts):

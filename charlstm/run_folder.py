@@ -22,7 +22,7 @@ import jax
 import ml_collections
 
 from charlstm import config as config_lib
-from charlstm import parallel
+from charlstm import environment, parallel
 from charlstm.checkpoints import Checkpoints
 from charlstm.data import Corpus
 from charlstm.errors import CharLSTMError
@@ -36,6 +36,7 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml_collection
 # memory and end-of-training scores of evaluation (not how val_loss is measured: it picks the best).
 RESUMABLE_CHANGES = (
     "train.epochs", "train.log_every_steps", "eval.batch_size", "eval.final_protocols", "sample.", "log.",
+    "train.stop_after_epoch",
 )
 
 
@@ -245,6 +246,7 @@ class RunFolder:
             "packages": {name: metadata.version(name) for name in PACKAGES},
             "devices": [str(device) for device in jax.devices()],
             "processes": jax.process_count(),
+            **environment.record(),  # CPU, threads, the CPU kernel's build, variables, commit.
             **extra,
         }
         self.write(RUN_INFO, json.dumps(info) + "\n", "a")

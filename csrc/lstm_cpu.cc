@@ -403,6 +403,22 @@ extern "C" void CharlstmUseOpenblas(void* sgemm, void* get_num_threads, void* se
   openblas.set_num_threads = reinterpret_cast<decltype(openblas.set_num_threads)>(set_num_threads);
 }
 
+// The build and the threading, for run_info.jsonl (charlstm.lstm.cpu_kernel.build_info): the compiler that
+// built this file, the flags setup.py recorded, and the threads a batch is split over (call after the above).
+#ifndef CHARLSTM_BUILD_FLAGS
+#define CHARLSTM_BUILD_FLAGS "not recorded"
+#endif
+#if defined(__GNUC__) && !defined(__clang__)
+#define CHARLSTM_COMPILER "GCC " __VERSION__
+#elif defined(__VERSION__)
+#define CHARLSTM_COMPILER __VERSION__
+#else
+#define CHARLSTM_COMPILER "unknown"
+#endif
+extern "C" const char* CharlstmCompiler() { return CHARLSTM_COMPILER; }
+extern "C" const char* CharlstmBuildFlags() { return CHARLSTM_BUILD_FLAGS; }
+extern "C" int CharlstmThreads() { return KernelThreads(); }
+
 // Each handler's binding (buffers in, results out) is deduced from its function's signature.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmForward, LstmForwardImpl);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmInference, LstmInferenceImpl);

@@ -2,6 +2,7 @@
 
     python scripts/train.py --config configs/obama.py
     python scripts/train.py --config configs/obama.py --config.train.epochs=3 --workdir runs/try
+    python scripts/train.py --config runs/obama --workdir runs/obama_again    # the config runs/obama saved
 
 Several processes (hosts): start the same command in each with --distributed
 (docs/scaling-out.md).
@@ -11,12 +12,11 @@ import shlex
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 from charlstm import cli, parallel
 from charlstm.train import train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/obama.py.")
+_CONFIG = cli.define_config_source("Config file (configs/obama.py), or a run folder or its config.json.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder; default runs/<config name>.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,

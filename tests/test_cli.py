@@ -5,9 +5,11 @@ import shutil
 
 import pytest
 
+from charlstm import config as config_lib
 from charlstm import data
+from charlstm.run_folder import RunFolder
 from charlstm.train import train_and_evaluate
-from tests.conftest import assert_one_line_error, run_script, snapshot
+from tests.conftest import REPO, assert_one_line_error, run_script, snapshot, without_timing
 
 
 def train(tmp_path, data_dir, *overrides):
@@ -93,3 +95,23 @@ def test_a_workdir_that_cannot_be_created_is_one_line(tmp_path, data_dir):
         f"--config.data.dir={data_dir}",
     )
     assert_one_line_error(result, "is inside", "which is a file")
+
+
+@pytest.mark.slow
+def test_a_run_folder_as_config_trains_with_its_config_and_overrides(trained_run_folder, tmp_path):
+    result = run_script(
+        "train.py", "--config", str(trained_run_folder), "--workdir", str(tmp_path / "run"),
+        "--config.train.log_every_steps=5",  # An override that leaves the numbers alone.
+    )
+    assert result.returncode == 0, result.stderr
+    original, again = (json.loads((f / "config.json").read_text()) for f in (trained_run_folder, tmp_path / "run"))
+    assert again == {**original, "train": {**original["train"], "log_every_steps": 5}}
+    assert without_timing(RunFolder(tmp_path / "run").read_metrics()) == without_timing(
+        RunFolder(trained_run_folder).read_metrics()
+    )
+
+
+def test_a_run_folder_as_config_needs_a_workdir(tmp_path):
+    (tmp_path / "config.json").write_text(config_lib.to_json(config_lib.from_file(REPO / "configs" / "tiny.py")))
+    result = run_script("train.py", "--config", str(tmp_path / "config.json"))
+    assert_one_line_error(result, "give --workdir")

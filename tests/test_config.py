@@ -1,3 +1,5 @@
+import json
+
 import ml_collections
 import pytest
 
@@ -56,6 +58,7 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("train.clip_norm", -1.0, ">= 0 (0 = off)"),
     ("train.weight_decay", -0.1, ">= 0 (0 = off)"),
     ("train.patience", -1, ">= 0 (0 = off)"),
+    ("train.stop_after_epoch", 3, "in [0, train.epochs]"),  # tiny.py trains 2 epochs.
     ("sample.temperatures", (), "a non-empty tuple"),
     ("sample.temperatures", (True,), "numbers >= 0"),
     ("sample.top_k", -1, ">= 0 (0 = off)"),
@@ -97,3 +100,22 @@ def test_text_file_config_needs_a_path():
     config = config_lib.from_file(REPO / "configs" / "text_file.py")
     with pytest.raises(CharLSTMError, match="--config.data.path"):
         data.load_corpus(config.data)
+
+
+def test_a_saved_config_is_read_from_a_run_folder_or_its_json_over_the_defaults(tmp_path):
+    config = config_lib.from_file(REPO / "configs" / "tiny.py")
+    saved = config.to_dict()
+    del saved["sample"]["oov"]  # A field added after the run was saved gets its default.
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert config_lib.is_saved(tmp_path) and config_lib.is_saved(tmp_path / "config.json")
+    assert not config_lib.is_saved(REPO / "configs" / "tiny.py")
+    assert config_lib.from_saved(tmp_path) == config_lib.from_saved(tmp_path / "config.json") == config
+
+
+@pytest.mark.parametrize("content, words", [(None, "No such file"), ("{", "not JSON"), ("[1]", "not a JSON object")])
+def test_an_unreadable_saved_config_is_one_line(tmp_path, content, words):
+    if content is not None:
+        (tmp_path / "config.json").write_text(content)
+    with pytest.raises(CharLSTMError, match=words) as error:
+        config_lib.from_saved(tmp_path)
+    assert "\n" not in str(error.value)

@@ -12,6 +12,7 @@ variable CHARLSTM_CPU_KERNEL=off makes it unavailable, as on a machine where it 
 
 import ctypes
 import functools
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -57,6 +58,28 @@ def load_failure() -> str | None:
     jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.CharlstmLstmBackward), platform="cpu")
     jax.ffi.register_ffi_target(INFERENCE, jax.ffi.pycapsule(library.CharlstmLstmInference), platform="cpu")
     return None
+
+
+def build_info() -> dict:
+    """The kernel's build as run_info.jsonl records it: its file's SHA-256 and, once loaded, the compiler and
+    flags baked in at build time, OpenBLAS's configuration and core, and the threads a batch is split over."""
+    spec = importlib.util.find_spec("charlstm._lstm_cpu")
+    if spec is None or spec.origin is None:
+        return {"built": False}
+    info = {"built": True, "sha256": hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()}
+    if failure := load_failure():
+        return {**info, "loaded": False, "why": failure}
+    library, openblas = ctypes.CDLL(spec.origin), ctypes.CDLL(_openblas_path())  # Already loaded: the same handles.
+    texts = {
+        "compiler": (library, "CharlstmCompiler"), "flags": (library, "CharlstmBuildFlags"),
+        "openblas": (openblas, "scipy_openblas_get_config"), "openblas_core": (openblas, "scipy_openblas_get_corename"),
+    }
+    for key, (owner, name) in texts.items():
+        if hasattr(owner, name):  # A kernel built before these existed lacks them.
+            getattr(owner, name).restype = ctypes.c_char_p
+            info[key] = getattr(owner, name)().decode()
+    threads = library.CharlstmThreads() if hasattr(library, "CharlstmThreads") else None
+    return {**info, "loaded": True, "threads": threads}
 
 
 def available() -> bool:
