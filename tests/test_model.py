@@ -13,7 +13,7 @@ from charlstm import cells, train_step
 from charlstm.cells import gru
 from charlstm.lstm.cell import lstm_cell
 from charlstm.model import CharLSTM, create_model, split_model, train_step_flops
-from tests.conftest import assert_one_line_error, run_script
+from tests.conftest import assert_float32_accurate, assert_one_line_error, in_float64, run_script
 
 
 def test_output_shapes():
@@ -26,28 +26,39 @@ def test_output_shapes():
     assert hs.shape == (7, 3, 16)  # Time-major.
 
 
+def assert_chunks_equal_one_call(model: CharLSTM, ids: jax.Array) -> None:
+    """The model over ids[:, :4], then ids[:, 4:] from the state it ended in, equals one call over ids."""
+    graphdef, params = split_model(model)
+    first, state = model(ids[:, :4])
+    second, _ = model(ids[:, 4:], state)
+
+    def whole(params):
+        return nnx.merge(graphdef, params)(ids)[0]
+
+    expected32, expected64 = whole(params), in_float64(whole, params)
+    assert_float32_accurate(jnp.concatenate([first, second], axis=1), expected32, expected64, "logits")
+
+
 def test_cell_equals_the_textbook_lstm():
     units, key = 8, jax.random.key(1)
     k1, k2, k3, k4 = jax.random.split(key, 4)
     kernel = jax.random.normal(k1, (units, 4 * units))
     h, c = jax.random.normal(k2, (2, 5, units))
     x_proj = jax.random.normal(k3, (5, 4 * units)) * 3
-    z = x_proj + h @ kernel
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    c_ref = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h_ref = jax.nn.sigmoid(o) * jnp.tanh(c_ref)
-    h_new, c_new = lstm_cell(kernel, (h, c), x_proj)
-    np.testing.assert_allclose(c_new, c_ref, atol=1e-6)
-    np.testing.assert_allclose(h_new, h_ref, atol=1e-6)
+
+    def textbook(kernel, h, c, x_proj):
+        i, f, g, o = jnp.split(x_proj + h @ kernel, 4, axis=-1)
+        c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return jax.nn.sigmoid(o) * jnp.tanh(c_new), c_new
+
+    expected32, expected64 = textbook(kernel, h, c, x_proj), in_float64(textbook, kernel, h, c, x_proj)
+    assert_float32_accurate(lstm_cell(kernel, (h, c), x_proj), expected32, expected64, "lstm cell")
 
 
 def test_state_carries_across_calls():
     model = CharLSTM(vocab_size=9, units=12, num_layers=2, rngs=nnx.Rngs(0))
     ids = jax.random.randint(jax.random.key(0), (2, 10), 0, 9)
-    whole, _ = model(ids)
-    first, state = model(ids[:, :4])
-    second, _ = model(ids[:, 4:], state)
-    np.testing.assert_allclose(jnp.concatenate([first, second], axis=1), whole, atol=1e-5)
+    assert_chunks_equal_one_call(model, ids)
 
 
 def test_forget_gate_bias_starts_at_one():
@@ -63,9 +74,7 @@ def test_every_cell_has_shapes_and_carries_state(cell):
     whole, state = model(ids)
     assert whole.shape == (2, 10, 9) and all(len(carry) == cells.CELLS[cell].carry_size for carry in state)
     assert model.layers[0].recurrent_kernel[...].shape == (12, cells.CELLS[cell].gates * 12)
-    first, state = model(ids[:, :4])
-    second, _ = model(ids[:, 4:], state)
-    np.testing.assert_allclose(jnp.concatenate([first, second], axis=1), whole, atol=1e-5)
+    assert_chunks_equal_one_call(model, ids)
 
 
 def test_gru_cell_equals_the_textbook_reset_after_gru():
@@ -74,13 +83,17 @@ def test_gru_cell_equals_the_textbook_reset_after_gru():
     kernel = jax.random.normal(k1, (units, 3 * units))
     h = jax.random.normal(k2, (4, units))
     x_proj = jax.random.normal(k3, (4, 3 * units))
-    x_r, x_z, x_n = jnp.split(x_proj, 3, -1)
-    u_r, u_z, u_n = jnp.split(kernel, 3, -1)
-    r = jax.nn.sigmoid(x_r + h @ u_r)
-    z = jax.nn.sigmoid(x_z + h @ u_z)
-    n = jnp.tanh(x_n + r * (h @ u_n))
-    (h_new,) = gru.step(kernel, (h,), x_proj)
-    np.testing.assert_allclose(h_new, (1 - z) * n + z * h, atol=1e-6)
+
+    def textbook(kernel, h, x_proj):
+        x_r, x_z, x_n = jnp.split(x_proj, 3, -1)
+        u_r, u_z, u_n = jnp.split(kernel, 3, -1)
+        r = jax.nn.sigmoid(x_r + h @ u_r)
+        z = jax.nn.sigmoid(x_z + h @ u_z)
+        n = jnp.tanh(x_n + r * (h @ u_n))
+        return (1 - z) * n + z * h
+
+    expected32, expected64 = textbook(kernel, h, x_proj), in_float64(textbook, kernel, h, x_proj)
+    assert_float32_accurate(gru.step(kernel, (h,), x_proj)[0], expected32, expected64, "gru cell")
 
 
 @pytest.mark.parametrize("cell", cells.NAMES)
