@@ -111,6 +111,7 @@ def evaluate_json(workdir, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_the_script_flags_are_the_config_settings(trained_run_folder):
     """--dynamic and its flags score as --protocol dynamic with the eval.dynamic fields they stand for."""
     head = "--config.eval.max_chars=200"
@@ -120,6 +121,7 @@ def test_the_script_flags_are_the_config_settings(trained_run_folder):
     assert by_flags == by_config and by_flags["protocol"] == "dynamic (lr 0.001, decay 0.001, segment 30)"
 
 
+@pytest.mark.slow
 def test_training_scores_the_best_checkpoint_dynamically_when_the_config_asks(tiny_config, tmp_path):
     """'dynamic' in eval.final_protocols: final_metrics.json holds the score evaluate.py gives the run."""
     tiny_config.train.epochs = 1

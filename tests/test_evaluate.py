@@ -1,3 +1,4 @@
+import functools
 import json
 import math
 
@@ -23,11 +24,23 @@ def random_model_and_ids(n: int, vocab_size: int = 7, seed: int = 3):
     return model, ids
 
 
+@functools.cache
+def one_step(graphdef):
+    """The model advanced by one character `[1, 1]` from a state (None: zeros), compiled once per dtype."""
+    return jax.jit(lambda params, ids, state: nnx.merge(graphdef, params)(ids, state))
+
+
 def nll_after(params, graphdef, contexts: list[np.ndarray], targets: list[int]) -> jax.Array:
-    """NLL `[n]` of each target after its context from a fresh state, one call of the model each: the
-    direct computation the protocols are checked against (in float32, and in float64 by in_float64)."""
-    model = nnx.merge(graphdef, params)
-    return jnp.stack([-jax.nn.log_softmax(model(c[None])[0][0, -1])[t] for c, t in zip(contexts, targets)])
+    """NLL `[n]` of each target after its context from a fresh state, the model stepped through the
+    context one character at a time: the direct computation the protocols are checked against (in
+    float32, and in float64 by in_float64)."""
+    step, nll = one_step(graphdef), []
+    for context, target in zip(contexts, targets):
+        state = None
+        for i in context:
+            logits, state = step(params, jnp.asarray([[i]]), state)
+        nll.append(-jax.nn.log_softmax(logits[0, -1])[target])
+    return jnp.stack(nll)
 
 
 def direct_reference(graphdef, params, contexts, targets) -> tuple[jax.Array, np.ndarray]:
@@ -50,9 +63,9 @@ def test_window_protocol_matches_a_direct_computation():
 
 def stepped_nll(params, graphdef, ids: np.ndarray) -> jax.Array:
     """NLL `[len(ids) - 1]` of ids[1:], the model stepped one character at a time with its state carried."""
-    model, state, nll = nnx.merge(graphdef, params), None, []
+    step, state, nll = one_step(graphdef), None, []
     for t in range(len(ids) - 1):
-        logits, state = model(ids[None, t : t + 1], state)
+        logits, state = step(params, jnp.asarray(ids[None, t : t + 1]), state)
         nll.append(-jax.nn.log_softmax(logits[0, 0])[ids[t + 1]])
     return jnp.stack(nll)
 
