@@ -85,6 +85,7 @@ def test_the_torch_step_trains_the_same_shapes(tiny_config):
     step(0)
 
 
+@pytest.mark.slow
 def test_keras_lab_benchmark_without_tensorflow_says_where_to_run_it():
     """TensorFlow is not a charlstm dependency: the Keras lab's benchmark exits with one line saying what to do."""
     if importlib.util.find_spec("tensorflow") is not None:

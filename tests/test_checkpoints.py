@@ -119,6 +119,7 @@ cli.run_with_arguments(main)
 """
 
 
+@pytest.mark.slow
 def test_a_mid_epoch_save_logs_nothing_unless_asked(tmp_path):
     quiet = subprocess.run([sys.executable, "-c", SAVE_MID_EPOCH, str(tmp_path / "a")], capture_output=True, text=True)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

@@ -42,6 +42,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, data_dir, override, wor
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_corpus_too_short_after_cleaning_is_refused(tmp_path, data_dir):
     short = tmp_path / "short.txt"
     short.write_text("@@@ only a few characters survive cleaning ###\n" * 3)
@@ -67,6 +68,7 @@ def test_a_missing_config_file_is_refused(tmp_path):
     assert_one_line_error(result, "no_such_config.py")
 
 
+@pytest.mark.slow
 def test_distributed_with_a_bad_setting_is_one_line(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
     assert_one_line_error(train(tmp_path, data_dir, "--distributed"), "JAX_NUM_PROCESSES='two'")
@@ -88,6 +90,7 @@ def test_a_config_file_that_fails_to_load_is_one_line_naming_it(tmp_path, source
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_workdir_that_cannot_be_created_is_one_line(tmp_path, data_dir):
     (tmp_path / "file").write_text("")
     result = run_script(
@@ -111,6 +114,7 @@ def test_a_run_folder_as_config_trains_with_its_config_and_overrides(trained_run
     )
 
 
+@pytest.mark.slow
 def test_a_run_folder_as_config_needs_a_workdir(tmp_path):
     (tmp_path / "config.json").write_text(config_lib.to_json(config_lib.from_file(REPO / "configs" / "tiny.py")))
     result = run_script("train.py", "--config", str(tmp_path / "config.json"))

@@ -79,6 +79,7 @@ def test_obama_corpus_is_written_once_in_year_order(tmp_path):
     assert path.stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_unknown_corpus_names_the_choices(tmp_path):
     with pytest.raises(CharLSTMError, match=r"unknown corpus 'nope': use one of 'obama', 'sotu'"):
         corpora.builtin_corpus_path(data_config(tmp_path, corpus="nope"))

@@ -132,6 +132,7 @@ def test_every_protocol_scores_the_same_characters(protocol):
         assert after[p - first] != before[p - first]
 
 
+@pytest.mark.slow
 def test_an_unknown_protocol_is_one_line_naming_the_registered_ones(tmp_path):
     result = run_script("train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"),
                         "--config.eval.final_protocols=('window','exact')")

@@ -275,6 +275,7 @@ def test_kernel_handlers_check_shapes_and_ranks_before_reading():
         kernel_call(cpu_kernel.BACKWARD, results, kernel, c, c, flat, flat, x, flat, c, c, no_ids)
 
 
+@pytest.mark.slow
 @needs_kernel
 def test_kernel_without_openblas_fails_with_a_message_instead_of_crashing():
     """Handlers registered without OpenBLAS handed to them (the loader skipped) give an error."""

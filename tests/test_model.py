@@ -120,6 +120,7 @@ def mean_nll(graphdef, ids: jax.Array, params) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:]).mean()
 
 
+@pytest.mark.slow
 def test_an_unknown_cell_is_one_line_naming_the_registered_ones(tmp_path):
     result = run_script("train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"),
                         "--config.model.cell=lstmp")

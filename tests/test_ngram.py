@@ -88,6 +88,7 @@ def kneser_ney_losses(corpus, orders, seq_length: int) -> dict[int, dict[str, fl
     return losses
 
 
+@pytest.mark.slow
 def test_baseline_script_prints_the_order_best_on_validation(data_dir, tiny_config):
     result = baseline(data_dir, "--orders=1,3,5")
     assert result.returncode == 0, result.stderr
@@ -97,6 +98,7 @@ def test_baseline_script_prints_the_order_best_on_validation(data_dir, tiny_conf
     assert result.stdout.strip().splitlines()[-1] == f"best on validation: order {best}, val_bpc {bpc:.4f}"
 
 
+@pytest.mark.slow
 def test_baseline_script_reports_kneser_neys_numbers_as_json(data_dir, tiny_config):
     result = baseline(data_dir, "--orders=2,4", "--config.data.test_fraction=0.1", "--json")
     assert result.returncode == 0, result.stderr
@@ -115,6 +117,7 @@ def test_baseline_script_reports_kneser_neys_numbers_as_json(data_dir, tiny_conf
     assert report["best"] == {"order": best["order"], "val_bpc": best["val_bpc"], "test_bpc": best["test_bpc"]}
 
 
+@pytest.mark.slow
 def test_baseline_script_rejects_order_zero_in_one_line(data_dir):
     result = baseline(data_dir, "--orders=0")
     assert result.returncode == 2

@@ -111,6 +111,7 @@ CORPORA = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CORPORA)
 def test_bad_corpus_is_one_line_exit_2_and_changes_nothing(trained, tmp_path, case):
     workdir, _ = trained

@@ -86,6 +86,7 @@ def test_compare_tabulates_and_plots_two_runs(swept, tmp_path):
     assert_png(tmp_path / "both.png")
 
 
+@pytest.mark.slow
 def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert_one_line_error(run_script("compare.py", str(tmp_path)), "not a run folder")
     (tmp_path / "notes.txt").write_text("not a run")
@@ -116,6 +117,7 @@ def test_compare_takes_a_sweep_folder_and_notes_what_it_skips(swept, tmp_path):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid, words", [
     ("model.unitz=16,32", ["unknown config field", "model.unitz"]),
     ("model.units=16,big", ["model.units", "'big'"]),

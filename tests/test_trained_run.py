@@ -149,6 +149,7 @@ def samples(stdout: str) -> list[str]:
     return [block.split(":\n", 1)[1].split("\n--- ")[0].removesuffix("\n") for block in blocks]
 
 
+@pytest.mark.slow
 def test_generate_continues_a_prompt_at_each_temperature(run_dir):
     # The prompt is longer than the run's seq_length (20): priming carries the state through all of it.
     result = generate(
@@ -163,6 +164,7 @@ def test_generate_continues_a_prompt_at_each_temperature(run_dir):
     assert result.stdout.count("--- novelty: longest substring found in the training text: ") == 4
 
 
+@pytest.mark.slow
 def test_generate_without_a_prompt_starts_from_the_validation_text(run, run_dir, tmp_path):
     result = generate(run_dir, "--seed", "1", "--output", str(tmp_path / "out" / "samples.txt"))
     assert result.returncode == 0, result.stderr
