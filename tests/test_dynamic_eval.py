@@ -56,6 +56,7 @@ def test_no_character_is_scored_by_weights_that_saw_it_or_anything_after_it():
     assert after[58 - 5] != before[58 - 5]
 
 
+@pytest.mark.slow
 def test_two_updates_match_the_rule_computed_by_hand():
     """θ1 = θ0 − lr·g0/d; θ2 = θ1 − lr·g1/d + min(decay·rms/mean, 1)·(θ0 − θ1); segment 2 scored with θ2."""
     (graphdef, params), train_ids = model_and_text(3000, seed=2)

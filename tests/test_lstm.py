@@ -36,12 +36,16 @@ def lstm_from_reference(x, h_0, c_0, weights, seq_lengths, input_size, hidden_si
                         bidirectional)
 
 
-# In the slow tier only: cuDNN off a GPU (jax's reference mathematics, slow to compile) and autodiff, which
-# is the reference itself behind the registry's edge handling.
-SLOW_TIER = ("cudnn", "autodiff")
+# The quick tier checks the implementation that runs here by default; the slow tier every one.
+DEFAULT = lstm.select("auto", jnp.dtype("float32"))
 
 
-@pytest.fixture(params=[pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TIER else n for n in lstm.IMPLEMENTATIONS])
+def by_tier(names) -> list:
+    """`names` as pytest params, all but DEFAULT marked slow."""
+    return [n if n == DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+@pytest.fixture(params=by_tier(lstm.IMPLEMENTATIONS))
 def scan(request, monkeypatch):
     """The layer through each implementation by name, where it runs here; cuDNN off a CUDA GPU with jax's
     reference mathematics in place of the library call."""
@@ -173,7 +177,7 @@ def test_vmap_over_the_layer_equals_one_call_per_element(scan):
     assert_float32_accurate(jax.jit(jax.vmap(scan))(*stacked), expected32, expected64, "vmap")
 
 
-@pytest.mark.parametrize("name", ["xla", "autodiff"])
+@pytest.mark.parametrize("name", ["xla", pytest.param("autodiff", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("vocab", [0, 4])
 def test_bfloat16_keeps_dtypes_and_stays_close_to_float32(name, vocab):
     """The implementations that run in bfloat16 (mixed precision) return bfloat16 values and gradients
@@ -207,8 +211,8 @@ def charlstm_value_and_grads(lstm_impl: str, stateful: bool):
     return jax.jit(value_and_grads)(params, state), value_and_grads, (params, state)
 
 
-@pytest.mark.parametrize("stateful", [False, True])
-@pytest.mark.parametrize("name", [n for n in lstm.IMPLEMENTATIONS if n != "autodiff"])
+@pytest.mark.parametrize("stateful", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", by_tier(n for n in lstm.IMPLEMENTATIONS if n != "autodiff"))
 def test_charlstm_trains_on_the_same_gradients_with_every_implementation(name, stateful):
     if reason := lstm.IMPLEMENTATIONS[name].unavailable(jnp.dtype("float32")):
         pytest.skip(f"{name} cannot run here: {reason}")

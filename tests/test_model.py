@@ -67,7 +67,7 @@ def test_forget_gate_bias_starts_at_one():
     np.testing.assert_array_equal(bias, [0] * 4 + [1] * 4 + [0] * 8)
 
 
-@pytest.mark.parametrize("cell", cells.NAMES)
+@pytest.mark.parametrize("cell", [c if c == "lstm" else pytest.param(c, marks=pytest.mark.slow) for c in cells.NAMES])
 def test_every_cell_has_shapes_and_carries_state(cell):
     model = CharLSTM(vocab_size=9, units=12, num_layers=2, cell=cell, embed_dim=5, rngs=nnx.Rngs(0))
     ids = jax.random.randint(jax.random.key(0), (2, 10), 0, 9)
@@ -96,6 +96,7 @@ def test_gru_cell_equals_the_textbook_reset_after_gru():
     assert_float32_accurate(gru.step(kernel, (h,), x_proj)[0], expected32, expected64, "gru cell")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", cells.NAMES)
 def test_every_cell_learns_a_repeated_text(cell):
     """A few Adam steps on one short text lower its loss, on one-hot ids and on an embedding: gradients
