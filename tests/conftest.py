@@ -1,8 +1,11 @@
 """Shared fixtures: the tiny config with its corpus built once per session outside the repo."""
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +19,16 @@ from charlstm import data, train
 from charlstm.ngram import KneserNey
 
 REPO = Path(__file__).resolve().parents[1]
+
+# One JAX compilation cache per test session, shared with every worker and every script the tests start
+# (through the environment): the same programs (the tiny config's step, the protocols, the sampler) compile
+# once instead of in every process. A cache returns the program it compiled, so results do not change.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="charlstm-test-jax-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # Cache every program, however quick.
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 # Float32 results are checked against float64 references: on GPUs with TF32, XLA's and cuDNN's float32
 # matmuls would otherwise round to 10 bits. No effect on a CPU.

@@ -40,7 +40,7 @@ def test_the_setting_makes_the_kernel_unavailable_and_auto_take_the_xla_scan():
 def test_tests_that_use_the_kernel_pass_or_skip_without_it():
     env = {**os.environ, cpu_kernel.DISABLE_ENV: "off"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *SELECTION],
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-n", "0", "-p", "no:cacheprovider", *SELECTION],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:]
