@@ -17,6 +17,7 @@ import pytest
 from charlstm import config as config_lib
 from charlstm import data, train
 from charlstm.ngram import KneserNey
+from charlstm.reproduce import TIMINGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,12 +38,9 @@ jax.config.update("jax_default_matmul_precision", "highest")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
-# metrics.jsonl fields that time the run: the only ones that differ between identical runs.
-TIMINGS = ("seconds", "val_seconds", "chars_per_second")
-
-
 def without_timing(metrics: list[dict]) -> list[dict]:
-    """Epoch records without their TIMINGS, to compare runs."""
+    """Epoch records without the fields that time the run (reproduce.TIMINGS): the only ones that differ
+    between identical runs."""
     return [{k: v for k, v in m.items() if k not in TIMINGS} for m in metrics]
 
 
