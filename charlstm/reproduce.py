@@ -19,7 +19,6 @@ run diverged. The numbers of the epochs' samples (novelty) are exact counts of a
 changes sampled characters, so they are compared exactly, and only while the losses are identical.
 """
 
-import hashlib
 import itertools
 import json
 from pathlib import Path
@@ -49,11 +48,11 @@ def tolerance(value: float, steps: int) -> float:
     return TOLERANCE_FACTOR * max(steps, 1) * EPS32 * max(abs(value), 1.0)
 
 
-def read_original(path: Path) -> tuple[ml_collections.ConfigDict, list[dict], list[dict]]:
-    """The run's config (from its newest checkpoint), metrics and run_info records; CharLSTMError naming
-    what is missing when `path` is not a run that finished an epoch."""
+def read_original(path: Path) -> tuple[ml_collections.ConfigDict, list[dict]]:
+    """The run's config (from its newest checkpoint) and metrics; CharLSTMError naming what is missing
+    when `path` is not a run that finished an epoch."""
     folder = RunFolder.open(path)
-    if not (run_info := folder.read_run_info()):
+    if not folder.read_run_info():
         raise CharLSTMError(f"{str(path)!r} is not a run folder (no run_info.jsonl): give a folder train.py trained")
     if not (metrics := folder.read_metrics()):
         raise CharLSTMError(f"run {str(path)!r} has no metrics.jsonl: train it until an epoch ends, then reproduce it")
@@ -64,7 +63,7 @@ def read_original(path: Path) -> tuple[ml_collections.ConfigDict, list[dict], li
         saved = folder.checkpoints.restore_meta(steps[-1]).config
     except Exception as e:  # noqa: BLE001 -- whatever a damaged file raises.
         raise CharLSTMError(f"the newest checkpoint of {str(path)!r} does not load ({first_line(e)})") from None
-    return config_lib.with_defaults(saved), metrics, run_info
+    return config_lib.with_defaults(saved), metrics
 
 
 def check_workdir(workdir: Path, original: Path) -> None:
@@ -77,20 +76,6 @@ def check_workdir(workdir: Path, original: Path) -> None:
         )
     if workdir.is_dir() and any(workdir.iterdir()):
         raise CharLSTMError(f"--workdir {str(workdir)!r} exists and is not empty: give a new folder or remove it")
-
-
-def check_corpus(config: ml_collections.ConfigDict, run_info: list[dict], original: Path) -> None:
-    """Refuses a corpus file whose SHA-256 differs from the one the run's first start recorded."""
-    path = data.corpus_path(config.data)  # Writes a missing built-in corpus, as training would.
-    if not path.is_file():
-        raise CharLSTMError(f"the corpus {str(path)!r} of run {str(original)!r} does not exist: restore it")
-    with open(path, "rb") as f:
-        now = hashlib.file_digest(f, "sha256").hexdigest()
-    if now != (recorded := run_info[0]["corpus"]["sha256"]):
-        raise CharLSTMError(
-            f"the corpus {str(path)!r} changed since run {str(original)!r} was trained: its SHA-256 is {now}, "
-            f"the run recorded {recorded}: restore the file it was trained on"
-        )
 
 
 def reproduction_config(config: ml_collections.ConfigDict, epochs: int, trained: int) -> ml_collections.ConfigDict:
@@ -110,11 +95,11 @@ def reproduce(original: str | Path, workdir: str | Path, epochs: int | None = No
     """Trains run `original` again in `workdir` for its first `epochs` (None: all it trained) and returns
     the comparison (see `compare`); refuses bad input before writing anything."""
     original, workdir = Path(original), Path(workdir)
-    config, metrics, run_info = read_original(original)
+    config, metrics = read_original(original)
     epochs = len(metrics) if epochs is None else epochs
     config = reproduction_config(config, epochs, len(metrics))
     check_workdir(workdir, original)
-    check_corpus(config, run_info, original)
+    RunFolder.open(original).check_corpus(data.load_corpus(config.data))
     train.train_and_evaluate(config, workdir, command)
     return compare(original, workdir, epochs)
 

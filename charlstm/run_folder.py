@@ -220,8 +220,8 @@ class RunFolder:
         """Refuses a corpus that changed since the run started: its file's SHA-256, or the vocabulary it
         gives, differs from what the run recorded."""
         info, vocab = self.read_run_info(), self.path / VOCAB
-        if info and info[0]["corpus"]["sha256"] != corpus.sha256:
-            why = "SHA-256 differs"
+        if info and (recorded := info[0]["corpus"]["sha256"]) != corpus.sha256:
+            why = f"its SHA-256 is {corpus.sha256}, the run recorded {recorded}"
         elif vocab.is_file() and json.loads(vocab.read_text())["chars"] != corpus.vocab.chars:
             why = "its characters differ"
         else:
