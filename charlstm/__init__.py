@@ -43,4 +43,14 @@ Experiments and scripts
 
 from charlstm.errors import CharLSTMError
 
-__all__ = ["CharLSTMError"]
+__all__ = ["CharLSTMError", "load"]
+
+
+def __getattr__(name: str):
+    """`charlstm.load` (charlstm.generation.load), imported on first use: `import charlstm` stays light,
+    and charlstm.portable never imports JAX."""
+    if name == "load":
+        from charlstm.generation import load
+
+        return load
+    raise AttributeError(f"module 'charlstm' has no attribute {name!r}")

@@ -1,0 +1,219 @@
+"""A trained run as notebooks, scripts and the interactive session use it: generate, stream, beam, score.
+
+    import charlstm
+    run = charlstm.load("runs/obama")
+    run.generate("the state of our union is", length=200, temperature=0.5)[0].text
+    for piece in run.stream("tonight", length=500):
+        print(piece, end="")
+    run.score("we the people").bpc
+
+Every sample comes with its bits per character under the model (temperature
+1: how likely the model finds it) and under the distribution it was drawn
+from; both are sums of the sampler's per-step log-softmax (charlstm.sampling).
+"""
+
+import dataclasses
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from charlstm import beam, data, evaluate, sampling, trained_run
+from charlstm.errors import CharLSTMError
+from charlstm.protocols.base import Scoring
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One continuation of a prompt, and how likely it is (bits per character of `text`)."""
+
+    prompt: str
+    temperature: float | None  # None: found by beam search.
+    seed: int
+    sample: int  # Draws from fold_in(key(seed), sample); the beam's rank for beam search.
+    text: str
+    bpc: float  # Under the model's own distribution (temperature 1).
+    bpc_at_temperature: float | None  # Under the distribution it was drawn from; 0 for greedy, None for beam.
+
+    def record(self) -> dict:
+        """The sample as one JSON object (generate.py's jsonl output)."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Score:
+    """The surprisal of each scored character of `text`, and how they were scored."""
+
+    text: str
+    first: int  # Characters before the first scored one (context only).
+    surprisal: np.ndarray  # Bits `[len(text) - first]`.
+    how: str
+
+    @property
+    def bpc(self) -> float:
+        return float(np.mean(self.surprisal, dtype=np.float64))
+
+
+def bits_per_char(log_prob: float, length: int) -> float:
+    """Bits per character of a text of `length` characters whose log-probability is `log_prob` nats."""
+    return -log_prob / math.log(2) / length if length else math.nan
+
+
+class Rows:
+    """The samples of one batched call as its chunks arrive: text and log-probabilities per row, each row
+    closed after its stop string."""
+
+    def __init__(self, vocab: data.Vocab, rows: int, stop: str):
+        self.vocab, self.stop = vocab, stop
+        self.texts, self.open = [""] * rows, [True] * rows
+        self.log_probs = [([], []) for _ in range(rows)]
+
+    def add(self, chunk: sampling.Chunk) -> list[str]:
+        """Takes a chunk; returns each row's new text (empty for a row already closed)."""
+        new = []
+        for r, ids in enumerate(chunk.ids):
+            before = len(self.texts[r])
+            text = self.texts[r] + (self.vocab.decode(ids) if self.open[r] else "")
+            if self.stop and (end := text.find(self.stop, max(before - len(self.stop) + 1, 0))) >= 0:
+                text, self.open[r] = text[: end + len(self.stop)], False
+            self.texts[r], piece = text, text[before:]
+            self.log_probs[r][0].append(chunk.model_log_probs[r, : len(piece)])
+            self.log_probs[r][1].append(chunk.sampling_log_probs[r, : len(piece)])
+            new.append(piece)
+        return new
+
+    @property
+    def done(self) -> bool:
+        return not any(self.open)
+
+    def bpc(self, r: int) -> tuple[float, float]:
+        """Row r's bits per character under the model and under its sampling distribution."""
+        model, drawn_from = (float(np.sum(np.concatenate(parts), dtype=np.float64)) for parts in self.log_probs[r])
+        return bits_per_char(model, len(self.texts[r])), bits_per_char(drawn_from, len(self.texts[r]))
+
+
+class Model:
+    """A run's model at one checkpoint, with text in and text out (`charlstm.load` makes one)."""
+
+    def __init__(self, run: trained_run.Run):
+        self.run = run
+        self.config, self.vocab, self.step = run.config, run.vocab, run.step
+
+    def prompt_ids(self, prompt: str) -> np.ndarray:
+        """Ids of `prompt` cleaned as the training text was; warnings on stderr for what was dropped."""
+        ids, warnings = self.run.encode(prompt, "prompt")
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if not len(ids):
+            raise CharLSTMError("the prompt has no characters left after cleaning: give another")
+        return ids
+
+    def random_prompt(self, seed: int) -> str:
+        """A window of data.seq_length characters of the validation text, picked by `seed`."""
+        ids = self.run.corpus().val_ids
+        return self.vocab.decode(data.random_window(ids, self.config.data.seq_length, np.random.default_rng(seed)))
+
+    def _settings(self, length, top_k, top_p, stop) -> tuple[int, int, float, str]:
+        s = self.config.sample
+        length, top_k, top_p = s.length if length is None else length, s.top_k if top_k is None else top_k, (
+            s.top_p if top_p is None else top_p)
+        if length < 1 or top_k < 0 or not 0 < top_p <= 1:
+            raise CharLSTMError(f"length={length}, top_k={top_k}, top_p={top_p}: need length >= 1, top_k >= 0 "
+                                "(0 = all) and 0 < top_p <= 1")
+        return length, top_k, top_p, s.stop if stop is None else stop
+
+    def _chunks(self, prompt_ids, temperatures, keys, length, top_k, top_p, stream) -> Iterator[sampling.Chunk]:
+        if any(t < 0 or not math.isfinite(t) for t in temperatures):
+            raise CharLSTMError(f"temperatures {temperatures}: each must be a number >= 0 (0 = greedy)")
+        return sampling.sample_chunks(
+            self.run.graphdef, self.run.params, prompt_ids, jnp.asarray(temperatures, jnp.float32), keys,
+            length, top_k, top_p, stream,
+        )
+
+    def generate(
+        self,
+        prompt: str,
+        length: int | None = None,
+        temperature: float | Sequence[float] = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
+        num_samples: int = 1,
+        stop: str | None = None,
+    ) -> list[Sample]:
+        """`num_samples` continuations of `prompt` at each temperature, in one batched call (temperature
+        0: greedy). Unset settings come from the run's config.sample; sample s draws from
+        fold_in(key(seed), s) at every temperature."""
+        temperatures, keys = sampling.sample_rows(tuple(np.atleast_1d(temperature).tolist()), num_samples, seed)
+        length, top_k, top_p, stop = self._settings(length, top_k, top_p, stop)
+        rows = Rows(self.vocab, len(temperatures), stop)
+        for chunk in self._chunks(self.prompt_ids(prompt), temperatures, keys, length, top_k, top_p, False):
+            rows.add(chunk)
+        return [
+            Sample(prompt, t, seed, r % num_samples, rows.texts[r], *rows.bpc(r)) for r, t in enumerate(temperatures)
+        ]
+
+    def stream(
+        self,
+        prompt: str,
+        length: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int = 0,
+        sample: int = 0,
+        stop: str | None = None,
+    ) -> Iterator[str]:
+        """generate()'s text of one sample as it is made, in pieces of at most sampling.STREAM_CHUNK characters."""
+        for _, piece in self.stream_rows(prompt, length, temperature, top_k, top_p, seed, sample, stop):
+            yield piece
+
+    def stream_rows(self, prompt, length, temperature, top_k, top_p, seed, sample, stop) -> Iterator[tuple[Rows, str]]:
+        """stream()'s pieces with the Rows they came from (its `bpc` when the stream ends)."""
+        length, top_k, top_p, stop = self._settings(length, top_k, top_p, stop)
+        _, keys = sampling.sample_rows((temperature,), sample + 1, seed)
+        rows = Rows(self.vocab, 1, stop)
+        for chunk in self._chunks(self.prompt_ids(prompt), [temperature], keys[sample:], length, top_k, top_p, True):
+            (piece,) = rows.add(chunk)
+            if piece:
+                yield rows, piece
+            if rows.done:
+                return
+
+    def beam(self, prompt: str, width: int, length: int | None = None) -> list[Sample]:
+        """The `width` most likely continuations of `prompt` of `length` characters, by beam search."""
+        length = self._settings(length, None, None, None)[0]
+        found = beam.beam_search(self.run.graphdef, self.run.params, self.prompt_ids(prompt), width, length)
+        return [
+            Sample(prompt, None, 0, rank, self.vocab.decode(ids), bits_per_char(float(log_prob), length), None)
+            for rank, (ids, log_prob) in enumerate(zip(np.asarray(found.ids), np.asarray(found.log_probs)))
+        ]
+
+    def score(self, text: str, protocol: str | None = None) -> Score:
+        """The surprisal of `text`'s characters. Under `protocol` (default: the run's eval.protocol) after
+        the first data.seq_length as context; a shorter text is scored from its second character on, one
+        state carried from its first (the `stream` protocol)."""
+        ids, warnings = self.run.encode(text, "text")
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if len(ids) < 2:
+            raise CharLSTMError("the text to score has fewer than 2 characters after cleaning: give a longer one")
+        seq_length, protocol = self.config.data.seq_length, protocol or self.config.eval.protocol
+        if len(ids) <= seq_length:
+            scoring, how = dataclasses.replace(Scoring.from_config(self.config, "stream"), first=1), (
+                f"stream from the first character: the text is not longer than data.seq_length={seq_length}")
+        else:
+            train_ids = self.run.corpus().train_ids if protocol == "dynamic" else None
+            scoring = Scoring.from_config(self.config, protocol, train_ids)
+            how = f"{protocol}: the first {seq_length} characters are context only"
+        nll = evaluate.per_char_nll(self.run.graphdef, self.run.params, ids, scoring)
+        return Score(self.vocab.decode(ids), scoring.first, nll / math.log(2), how)
+
+
+def load(workdir: str | Path, checkpoint: str = "best", overrides: dict | None = None) -> Model:
+    """The run in `workdir` at `checkpoint` ('best', 'latest' or a step number), `overrides` of its config
+    ({'sample.top_k': 5}) on top."""
+    return Model(trained_run.load(workdir, checkpoint, overrides))
