@@ -98,8 +98,8 @@ class Rows:
 class Model:
     """A run's model at one checkpoint, with text in and text out (`charlstm.load` makes one)."""
 
-    def __init__(self, run: trained_run.Run):
-        self.run = run
+    def __init__(self, run: trained_run.Run, prime_in_pieces: bool = False):
+        self.run, self.prime_in_pieces = run, prime_in_pieces  # See sampling.prime.
         self.config, self.vocab, self.step = run.config, run.vocab, run.step
 
     def prompt_ids(self, prompt: str) -> np.ndarray:
@@ -130,7 +130,7 @@ class Model:
             raise CharLSTMError(f"temperatures {temperatures}: each must be a number >= 0 (0 = greedy)")
         return sampling.sample_chunks(
             self.run.graphdef, self.run.params, prompt_ids, jnp.asarray(temperatures, jnp.float32), keys,
-            length, top_k, top_p, stream,
+            length, top_k, top_p, stream, self.prime_in_pieces,
         )
 
     def generate(

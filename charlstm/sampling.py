@@ -96,10 +96,30 @@ def advance(model: CharLSTM, ids: jax.Array, state: RecurrentState | None) -> tu
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "rows"))
-def prime(graphdef: nnx.GraphDef, params, prompt_ids: jax.Array, rows: int) -> tuple[jax.Array, RecurrentState]:
-    """The logits after a prompt `[prompt_len]` and the state there, for `rows` identical rows."""
+def _prime(graphdef: nnx.GraphDef, params, ids: jax.Array, state, rows: int) -> tuple[jax.Array, RecurrentState]:
     model = nnx.merge(graphdef, params)
-    return advance(model, jnp.broadcast_to(prompt_ids, (rows, prompt_ids.shape[0])), None)
+    return advance(model, jnp.broadcast_to(ids, (rows, ids.shape[0])), state)
+
+
+def prime(
+    graphdef: nnx.GraphDef, params, prompt_ids: np.ndarray, rows: int, in_pieces: bool = False
+) -> tuple[jax.Array, RecurrentState]:
+    """The logits `[rows, vocab]` after a prompt `[prompt_len]` and the state there, for `rows` identical rows.
+
+    One call, compiled per prompt length; `in_pieces` runs the prompt in pieces
+    of power-of-two lengths (its length's binary digits) with the state carried,
+    so that any prompt compiles at most log2 of its length shapes (a server's
+    requests), at the price of last-bit differences from the one call.
+    """
+    prompt_ids = np.asarray(prompt_ids, np.int32)
+    if not in_pieces:
+        return _prime(graphdef, params, prompt_ids, None, rows)
+    state, at = None, 0
+    for bit in reversed(range(len(prompt_ids).bit_length())):
+        if len(prompt_ids) >> bit & 1:
+            logits, state = _prime(graphdef, params, prompt_ids[at : at + 2**bit], state, rows)
+            at += 2**bit
+    return logits, state
 
 
 @functools.partial(jax.jit, static_argnames="length")
@@ -154,18 +174,20 @@ def sample_chunks(
     top_k: int = 0,
     top_p: float = 1.0,
     stream: bool = False,
+    prime_in_pieces: bool = False,
 ) -> Iterator[Chunk]:
     """Continues one prompt `[prompt_len]` (at least 1 id) once per row, `length` steps in Chunks.
 
     Row r samples at `temperatures[r]` with its own `keys[r]`, so a row's text
     does not depend on which other rows share the batch, and a shorter output
     is a prefix of a longer one from the same key. `stream` hands out
-    STREAM_CHUNK steps at a time; either way the ids are the same. IN_FLIGHT
+    STREAM_CHUNK steps at a time; either way the ids are the same.
+    `prime_in_pieces`: see prime(). IN_FLIGHT
     chunks are dispatched ahead of the one being read.
     """
     steps = chunk_length(length, stream)
     uniforms = uniforms_for(keys, math.ceil(length / steps) * steps)
-    carry = prime(graphdef, params, jnp.asarray(prompt_ids, jnp.int32), temperatures.shape[0])
+    carry = prime(graphdef, params, prompt_ids, temperatures.shape[0], prime_in_pieces)
     filtered = bool(top_k > 0 or top_p < 1)
     in_flight = collections.deque()
     for at in range(0, length, steps):
