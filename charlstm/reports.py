@@ -47,7 +47,7 @@ def _replacing(path: Path) -> Iterator[Path]:
     os.replace(tmp, path)
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_png(fig: Figure, path: Path) -> None:
     """Writes the figure as a PNG that replaces `path` at once."""
     with _replacing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -72,7 +72,7 @@ def marked_sample(prompt: str, text: str) -> str:
 
 def plot_run_curves(metrics: list[dict], path: Path, title: str) -> None:
     """Writes `run_curves` as a PNG at `path`."""
-    _save(run_curves(metrics, title), path)
+    save_png(run_curves(metrics, title), path)
 
 
 def run_curves(metrics: list[dict], title: str) -> Figure:
@@ -232,7 +232,7 @@ def plot_validation_curves(runs: dict[str, list[dict]], path: Path) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncols=min(2, len(runs)), fontsize="small")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def compare_runs(paths: list[Path], plot_path: Path) -> list[dict]:
@@ -258,26 +258,30 @@ def compare_runs(paths: list[Path], plot_path: Path) -> list[dict]:
 def _cell(column: str, value) -> str:
     """A leaderboard value as Markdown table text."""
     if column in BPC_COLUMNS:
-        text = "—" if value is None else f"{value:.4f}"
-    elif column == "train seconds":
-        text = f"{value:.1f}"
-    elif column == "sample":
-        text = value[:MARKDOWN_SAMPLE_CHARS].replace("\n", " ↵ ") + ("…" if len(value) > MARKDOWN_SAMPLE_CHARS else "")
-    else:
-        text = str(value)
-    return text.replace("|", "\\|")
+        return "—" if value is None else f"{value:.4f}"
+    if column == "train seconds":
+        return f"{value:.1f}"
+    if column == "sample":
+        return value[:MARKDOWN_SAMPLE_CHARS].replace("\n", " ↵ ") + ("…" if len(value) > MARKDOWN_SAMPLE_CHARS else "")
+    return str(value)
+
+
+def table_markdown(rows: list[dict], cell: Callable[[str, object], str]) -> str:
+    """The rows as a Markdown table, the columns those of the first row, each value as `cell(column, value)`
+    gives it, with `|` escaped."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(c, row[c]).replace("|", "\\|") for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def leaderboard_markdown(rows: list[dict]) -> str:
     """The rows as a Markdown table (samples shortened, newlines shown as ↵)."""
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(c, row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return table_markdown(rows, _cell)
 
 
-def leaderboard_csv(rows: list[dict]) -> str:
-    """The rows as CSV with full-precision numbers and whole samples."""
+def table_csv(rows: list[dict]) -> str:
+    """The rows as CSV with full-precision numbers and whole texts (None as an empty field)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()

@@ -174,7 +174,7 @@ def write_leaderboard(sweep_dir: Path, run_dirs: list[Path]) -> list[dict]:
         "train seconds sum all epochs; the sample is the best epoch's at its lowest temperature.\n\n"
         f"{reports.leaderboard_markdown(rows)}\n![validation curves]({CURVES_PNG})\n"
     )
-    (sweep_dir / LEADERBOARD_CSV).write_text(reports.leaderboard_csv(rows))
+    (sweep_dir / LEADERBOARD_CSV).write_text(reports.table_csv(rows))
     return rows
 
 

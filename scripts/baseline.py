@@ -10,18 +10,16 @@ text is scored the same way and reported beside validation; choose the order on 
 """
 
 import json
-import time
 
 from absl import flags
 from ml_collections import config_flags
 
-from charlstm import cli, evaluate
-from charlstm.data import Corpus, load_corpus
+from charlstm import cli, ngram
+from charlstm.data import load_corpus
 from charlstm.errors import CharLSTMError
-from charlstm.ngram import KneserNey
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/obama.py.")
-_ORDERS = flags.DEFINE_string("orders", "1,2,3,4,5,6,7,8,9,10,11,12", "Comma-separated n-gram orders to fit.")
+_ORDERS = flags.DEFINE_string("orders", ",".join(map(str, ngram.ORDERS)), "Comma-separated n-gram orders to fit.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 flags.mark_flags_as_required(["config"])
 
@@ -45,27 +43,12 @@ def parse_orders(text: str, seq_length: int) -> list[int]:
     return list(dict.fromkeys(orders))
 
 
-def score_orders(corpus: Corpus, orders: list[int], seq_length: int) -> list[dict]:
-    """Per order: a Kneser-Ney model fitted on `corpus`'s training text, its loss and bpc on each held-out
-    split (characters at position >= `seq_length`), and the seconds that took."""
-    results = []
-    for order in orders:
-        start = time.perf_counter()
-        model = KneserNey(corpus.train_ids, order, corpus.vocab.size)
-        result = {"order": order}
-        for split, ids in corpus.held_out().items():
-            loss = evaluate.average(model.per_char_nll(ids, seq_length))
-            result.update({f"{split}_loss": loss, f"{split}_bpc": evaluate.bits_per_char(loss)})
-        results.append({**result, "seconds": time.perf_counter() - start})
-    return results
-
-
 def main() -> None:
     data, as_json = _CONFIG.value.data, _JSON.value
     orders = parse_orders(_ORDERS.value, data.seq_length)
     corpus = load_corpus(data)
     splits = corpus.held_out()
-    results = score_orders(corpus, orders, data.seq_length)
+    results = ngram.score_orders(corpus, orders, data.seq_length)
     best = min(results, key=lambda r: r["val_loss"])
     if as_json:
         print(json.dumps({

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from charlstm import CharLSTMError
+from charlstm import CharLSTMError, ngram
 from charlstm.data import load_corpus
 from charlstm.ngram import KneserNey
 from tests.conftest import ngram_probabilities, run_script, vocab_of
@@ -86,6 +86,15 @@ def kneser_ney_losses(corpus, orders, seq_length: int) -> dict[int, dict[str, fl
         model = KneserNey(corpus.train_ids, order, corpus.vocab.size)
         losses[order] = {split: model.per_char_nll(ids, seq_length).mean() for split, ids in corpus.held_out().items()}
     return losses
+
+
+def test_the_runs_baseline_is_the_order_best_on_validation(tiny_config):
+    corpus = load_corpus(tiny_config.data)
+    losses = kneser_ney_losses(corpus, (1, 3, 5), 4)
+    model = ngram.best_on_validation(corpus, 4, orders=(1, 3, 5, 6))  # 6 needs 5 chars of context: skipped.
+    best = min(losses, key=lambda order: losses[order]["val"])
+    assert model.order == best
+    assert model.per_char_nll(corpus.val_ids, 4).mean() == losses[best]["val"]  # Fitted on the training text.
 
 
 @pytest.mark.slow

@@ -121,7 +121,7 @@ def test_leaderboard_tables_keep_values_whole_in_csv_and_safe_in_markdown():
         "| train seconds | sample |"
     )
     assert markdown[2] == "| a | 64 | 2.1235 | 2.1000 | — | 3 | 4 | 12.3 | one \\| two ↵ three |"
-    (parsed,) = csv.DictReader(io.StringIO(reports.leaderboard_csv([row])))
+    (parsed,) = csv.DictReader(io.StringIO(reports.table_csv([row])))
     assert parsed["sample"] == "one | two\nthree" and float(parsed["best val_bpc"]) == 2.123456
 
 
