@@ -1,13 +1,15 @@
 """What every script shares: absl flag parsing and user errors as one line with exit code 2."""
 
 import ast
+import contextlib
 import ctypes
 import os
 import resource
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import ml_collections
 from absl import app, flags, logging
@@ -136,6 +138,18 @@ def write_file(path: str, text: str, flag: str) -> None:
         Path(path).write_text(text)
     except OSError as e:
         raise CharLSTMError(f"could not write --{flag}={path}: {e.strerror}: give a writable file path") from None
+
+
+@contextlib.contextmanager
+def open_output(path: str, flag: str) -> Iterator[TextIO]:
+    """`path` opened for writing as text, its folder created; failing is a user error that names `--flag`."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        out = open(path, "w")
+    except OSError as e:
+        raise CharLSTMError(f"could not write --{flag}={path}: {e.strerror}: give a writable file path") from None
+    with out:
+        yield out
 
 
 # glibc mallopt() parameters (malloc.h).

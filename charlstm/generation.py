@@ -15,7 +15,7 @@ from; both are sums of the sampler's per-step log-softmax (charlstm.sampling).
 import dataclasses
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -57,31 +57,63 @@ class Score:
         return float(np.mean(self.surprisal, dtype=np.float64))
 
 
+def describe_bpc(sample: Sample) -> str:
+    """One line for a person: how likely the sample is under the model and under what it was drawn from."""
+    line = f"{sample.bpc:.3f} bits per character under the model"
+    if sample.bpc_at_temperature is not None:
+        line += f", {sample.bpc_at_temperature:.3f} under temperature {sample.temperature:g}"
+    return line + f" ({len(sample.text)} characters)"
+
+
+def read_prompt(source: str) -> str:
+    """The text of the prompt file `source` ('-': stdin), refused when missing, unreadable, binary or empty."""
+    what = "stdin" if source == "-" else f"the prompt file {source!r}"
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as e:
+        raise CharLSTMError(f"cannot read {what}: {e.strerror}: give the path of a readable text file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise CharLSTMError(f"{what} is not UTF-8 text (binary?): give a text file")
+    if not text.strip():
+        raise CharLSTMError(f"{what} is empty: give a prompt with some text")
+    return text
+
+
 def bits_per_char(log_prob: float, length: int) -> float:
     """Bits per character of a text of `length` characters whose log-probability is `log_prob` nats."""
-    return -log_prob / math.log(2) / length if length else math.nan
+    return (0.0 - log_prob) / math.log(2) / length if length else math.nan  # 0.0 - : no -0.0.
 
 
 class Rows:
     """The samples of one batched call as its chunks arrive: text and log-probabilities per row, each row
-    closed after its stop string."""
+    closed after its stop string. Log-probabilities are summed one by one in float64, so the sums do not
+    depend on how the steps were chunked."""
 
     def __init__(self, vocab: data.Vocab, rows: int, stop: str):
         self.vocab, self.stop = vocab, stop
-        self.texts, self.open = [""] * rows, [True] * rows
-        self.log_probs = [([], []) for _ in range(rows)]
+        self.pieces: list[list[str]] = [[] for _ in range(rows)]
+        self.lengths, self.open, self.tails = [0] * rows, [True] * rows, [""] * rows
+        self.log_probs = np.zeros((rows, 2))  # Per row: the sums under the model and under the sampling.
 
     def add(self, chunk: sampling.Chunk) -> list[str]:
         """Takes a chunk; returns each row's new text (empty for a row already closed)."""
         new = []
         for r, ids in enumerate(chunk.ids):
-            before = len(self.texts[r])
-            text = self.texts[r] + (self.vocab.decode(ids) if self.open[r] else "")
-            if self.stop and (end := text.find(self.stop, max(before - len(self.stop) + 1, 0))) >= 0:
-                text, self.open[r] = text[: end + len(self.stop)], False
-            self.texts[r], piece = text, text[before:]
-            self.log_probs[r][0].append(chunk.model_log_probs[r, : len(piece)])
-            self.log_probs[r][1].append(chunk.sampling_log_probs[r, : len(piece)])
+            piece = self.vocab.decode(ids) if self.open[r] else ""
+            if self.stop and piece:
+                tail = self.tails[r]  # The last len(stop) - 1 characters: a stop string may straddle chunks.
+                if (end := (tail + piece).find(self.stop)) >= 0:
+                    piece, self.open[r] = piece[: end + len(self.stop) - len(tail)], False
+                self.tails[r] = (tail + piece)[len(tail + piece) - len(self.stop) + 1 :]
+            self.pieces[r].append(piece)
+            self.lengths[r] += len(piece)
+            for column, log_probs in enumerate((chunk.model_log_probs, chunk.sampling_log_probs)):
+                values = np.concatenate([[self.log_probs[r, column]], log_probs[r, : len(piece)]])
+                self.log_probs[r, column] = np.add.accumulate(values, dtype=np.float64)[-1]
             new.append(piece)
         return new
 
@@ -89,10 +121,12 @@ class Rows:
     def done(self) -> bool:
         return not any(self.open)
 
+    def text(self, r: int) -> str:
+        return "".join(self.pieces[r])
+
     def bpc(self, r: int) -> tuple[float, float]:
         """Row r's bits per character under the model and under its sampling distribution."""
-        model, drawn_from = (float(np.sum(np.concatenate(parts), dtype=np.float64)) for parts in self.log_probs[r])
-        return bits_per_char(model, len(self.texts[r])), bits_per_char(drawn_from, len(self.texts[r]))
+        return tuple(bits_per_char(float(total), self.lengths[r]) for total in self.log_probs[r])
 
 
 class Model:
@@ -153,10 +187,24 @@ class Model:
         for chunk in self._chunks(self.prompt_ids(prompt), temperatures, keys, length, top_k, top_p, False):
             rows.add(chunk)
         return [
-            Sample(prompt, t, seed, r % num_samples, rows.texts[r], *rows.bpc(r)) for r, t in enumerate(temperatures)
+            Sample(prompt, t, seed, r % num_samples, rows.text(r), *rows.bpc(r)) for r, t in enumerate(temperatures)
         ]
 
-    def stream(
+    def stream(self, prompt: str, **settings) -> Iterator[str]:
+        """generate()'s text of one sample as it is made (stream_rows' `settings`), in pieces of at most
+        sampling.STREAM_CHUNK characters."""
+        for _, piece in self.stream_rows(prompt, **settings):
+            yield piece
+
+    def stream_sample(self, write: Callable[[str], None], prompt: str, **settings) -> Sample:
+        """Streams a sample (stream_rows' `settings`) into `write` piece by piece; returns it with its bpc."""
+        streamed = None
+        for streamed in self.stream_rows(prompt, **settings):
+            write(streamed[1])
+        rows, s = streamed[0], dict(temperature=1.0, seed=0, sample=0) | settings
+        return Sample(prompt, s["temperature"], s["seed"], s["sample"], rows.text(0), *rows.bpc(0))
+
+    def stream_rows(
         self,
         prompt: str,
         length: int | None = None,
@@ -166,13 +214,9 @@ class Model:
         seed: int = 0,
         sample: int = 0,
         stop: str | None = None,
-    ) -> Iterator[str]:
-        """generate()'s text of one sample as it is made, in pieces of at most sampling.STREAM_CHUNK characters."""
-        for _, piece in self.stream_rows(prompt, length, temperature, top_k, top_p, seed, sample, stop):
-            yield piece
-
-    def stream_rows(self, prompt, length, temperature, top_k, top_p, seed, sample, stop) -> Iterator[tuple[Rows, str]]:
-        """stream()'s pieces with the Rows they came from (its `bpc` when the stream ends)."""
+    ) -> Iterator[tuple[Rows, str]]:
+        """generate()'s sample number `sample` at `temperature` as it is made: each new piece of text (at
+        most sampling.STREAM_CHUNK characters) with the Rows it went into (their `bpc` when it ends)."""
         length, top_k, top_p, stop = self._settings(length, top_k, top_p, stop)
         _, keys = sampling.sample_rows((temperature,), sample + 1, seed)
         rows = Rows(self.vocab, 1, stop)
@@ -211,6 +255,9 @@ class Model:
             how = f"{protocol}: the first {seq_length} characters are context only"
         nll = evaluate.per_char_nll(self.run.graphdef, self.run.params, ids, scoring)
         return Score(self.vocab.decode(ids), scoring.first, nll / math.log(2), how)
+
+
+default_config = trained_run.default_config  # What the scripts' --config.* overrides are typed by.
 
 
 def load(workdir: str | Path, checkpoint: str = "best", overrides: dict | None = None) -> Model:

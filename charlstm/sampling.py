@@ -32,6 +32,8 @@ STREAM_CHUNK = 64
 IN_FLIGHT = 2
 # Most steps per compiled call otherwise: long samples run in a few equal calls, so Ctrl-C is seen.
 LONGEST_CHUNK = 4096
+# Steps whose uniform numbers are drawn at once: a sample of any length holds one block of them.
+UNIFORM_BLOCK = 2**16
 
 
 def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
@@ -122,10 +124,13 @@ def prime(
     return logits, state
 
 
-@functools.partial(jax.jit, static_argnames="length")
-def uniforms_for(keys: jax.Array, length: int) -> jax.Array:
-    """The uniform numbers `[rows, length]` a sample draws with, row r's from keys[r] alone."""
-    return jax.vmap(lambda key: jax.random.uniform(key, (length,)))(keys)
+@functools.partial(jax.jit, static_argnames="size")
+def uniform_block(keys: jax.Array, block: int, size: int) -> jax.Array:
+    """The uniform numbers `[rows, size]` of steps block * UNIFORM_BLOCK onwards, row r's from keys[r]
+    alone: block 0 from the key itself (a sample up to UNIFORM_BLOCK long draws uniform(key, (length,))),
+    block b from fold_in(key, b)."""
+    keys = jnp.where(block == 0, keys, jax.vmap(jax.random.fold_in, (0, None))(keys, block))
+    return jax.vmap(lambda key: jax.random.uniform(key, (size,)))(keys)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "steps", "filtered"))
@@ -158,9 +163,12 @@ class Chunk:
 
 def chunk_length(length: int, stream: bool) -> int:
     """Steps per compiled call: STREAM_CHUNK when streaming, else `length` in as few equal calls of at
-    most LONGEST_CHUNK steps as it takes (one compiled shape; under one chunk of padding)."""
+    most LONGEST_CHUNK steps as it takes (one compiled shape; under one chunk of padding). Both divide
+    UNIFORM_BLOCK when the sample is longer than it."""
     if stream:
         return min(STREAM_CHUNK, length)
+    if length > UNIFORM_BLOCK:
+        return LONGEST_CHUNK
     return math.ceil(length / math.ceil(length / LONGEST_CHUNK))
 
 
@@ -186,13 +194,16 @@ def sample_chunks(
     chunks are dispatched ahead of the one being read.
     """
     steps = chunk_length(length, stream)
-    uniforms = uniforms_for(keys, math.ceil(length / steps) * steps)
+    block_size = min(math.ceil(length / steps) * steps, UNIFORM_BLOCK)
     carry = prime(graphdef, params, prompt_ids, temperatures.shape[0], prime_in_pieces)
     filtered = bool(top_k > 0 or top_p < 1)
     in_flight = collections.deque()
     for at in range(0, length, steps):
+        block, offset = divmod(at, UNIFORM_BLOCK)
+        if offset == 0:
+            uniforms = uniform_block(keys, block, block_size)
         carry, outputs = sample_chunk(
-            graphdef, params, carry, uniforms, at, temperatures, top_k, top_p, steps=steps, filtered=filtered
+            graphdef, params, carry, uniforms, offset, temperatures, top_k, top_p, steps=steps, filtered=filtered
         )
         in_flight.append((at, outputs))
         if len(in_flight) > IN_FLIGHT:

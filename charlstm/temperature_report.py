@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from charlstm import evaluate, novelty, reports
+from charlstm import evaluate, generation, ngram, novelty, reports
 from charlstm.data import Vocab
 from charlstm.errors import CharLSTMError
 from charlstm.ngram import KneserNey
@@ -161,3 +161,19 @@ def write_report(directory: str | Path, rows: list[dict], examples: dict[float, 
     (directory / REPORT_MD).write_text(markdown(rows, examples, title))
     (directory / REPORT_CSV).write_text(reports.table_csv(rows))
     reports.save_png(plot(rows, title), directory / REPORT_PNG)
+
+
+def sweep(model: generation.Model, prompt: str, temperatures: tuple[float, ...], num_samples: int, seed: int,
+          length: int | None, directory: str | Path) -> list[dict]:
+    """Samples `prompt` at each temperature, `num_samples` each in one batched call, and writes the report
+    of them into `directory`; returns its rows. The Kneser-Ney judge is fitted on the run's corpus."""
+    samples = model.generate(prompt, length, temperatures, seed=seed, num_samples=num_samples)
+    corpus = model.run.corpus()
+    prompt_ids = model.prompt_ids(prompt)
+    scored = [Sample(s.temperature, prompt_ids, model.vocab.encode(s.text), s.bpc) for s in samples]
+    orders = tuple(order for order in ngram.ORDERS if order - 1 <= len(prompt_ids))
+    judge = ngram.best_on_validation(corpus, model.config.data.seq_length, orders)
+    rows = summarise(scored, corpus.train_ids, model.vocab, judge)
+    title = f"Sampling temperatures of {model.run.path.name} at step {model.step}"
+    write_report(directory, rows, first_examples(scored, model.vocab), title)
+    return rows
