@@ -7,15 +7,9 @@ the first N epochs (train.stop_after_epoch), the schedule still spanning the run
 cosine schedule gives the same numbers. Then every number of metrics.jsonl but the timings, and the
 weights when the original kept a checkpoint of that step, are compared epoch by epoch.
 
-The tolerance. A float32 operation rounds with a relative error of at most 2^-24; the same sums in
-another order (another thread count, CPU kernel or vector width) differ by a few of those. Every
-training step starts from weights that carry the earlier steps' differences and adds its own, so
-after s steps a value may be off by about s * eps32 * |value| (eps32 = 2^-23) when training does not
-amplify them, and by a bounded multiple when it does. The tolerance of a value is therefore
-TOLERANCE_FACTOR * s * eps32 * max(|value|, 1), s the steps trained by then; for the weights the value
-is their L2 norm and the difference the norm of their difference (one coordinate alone can move far
-more, where Adam divides a tiny gradient by its tiny scale). Further off than that is not rounding: the
-run diverged. The numbers of the epochs' samples (novelty) are exact counts of another kind: a rounding difference
+A number further from the original's than its tolerance (charlstm.tolerance: the larger of what float32
+rounding grows to and the number's standard error) diverged. The weights decide only identical or not.
+The numbers of the epochs' samples (novelty) are exact counts of another kind: a rounding difference
 changes sampled characters, so they are compared exactly, and only while the losses are identical.
 """
 
@@ -28,24 +22,14 @@ import ml_collections
 import numpy as np
 
 from charlstm import config as config_lib
-from charlstm import data, novelty, train, trained_run
+from charlstm import novelty, tolerance, train, trained_run
 from charlstm.checkpoints import first_line
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import RunFolder, flatten, refuse_file
 
 TIMINGS = ("seconds", "val_seconds", "chars_per_second")  # metrics.jsonl fields that time the run.
 SAMPLE_FIELDS = tuple(novelty.epoch_summary([], None))  # metrics.jsonl fields counted on the epoch's samples.
-EPS32 = float(np.finfo(np.float32).eps)
-# How far training may amplify rounding differences beyond one float32 eps per step. configs/tiny.py, 3 epochs,
-# the CPU kernel against XLA: the losses came within 0.4% of the tolerance this gives, the weights 14%.
-TOLERANCE_FACTOR = 4
-TOLERANCE_RULE = f"{TOLERANCE_FACTOR} x steps trained x float32 eps x max(|value|, 1)"
 NOT_ENVIRONMENT = ("started", "command")  # run_info.jsonl fields that differ between any two starts.
-
-
-def tolerance(value: float, steps: int) -> float:
-    """How far a value `steps` training steps in may be from the original's through rounding alone."""
-    return TOLERANCE_FACTOR * max(steps, 1) * EPS32 * max(abs(value), 1.0)
 
 
 def read_original(path: Path) -> tuple[ml_collections.ConfigDict, list[dict]]:
@@ -99,23 +83,23 @@ def reproduce(original: str | Path, workdir: str | Path, epochs: int | None = No
     epochs = len(metrics) if epochs is None else epochs
     config = reproduction_config(config, epochs, len(metrics))
     check_workdir(workdir, original)
-    RunFolder.open(original).check_corpus(data.load_corpus(config.data))
+    resolution = tolerance.measure(original)  # Refuses a corpus that changed since training.
     train.train_and_evaluate(config, workdir, command)
-    return compare(original, workdir, epochs)
+    return compare(original, workdir, epochs, resolution)
 
 
-def compare(original: Path, reproduction: Path, epochs: int) -> dict:
+def compare(original: Path, reproduction: Path, epochs: int, resolution: tolerance.Resolution) -> dict:
     """The verdict on the first `epochs` epochs of two runs: 'identical' (bit for bit), 'within
-    tolerance' or 'diverged', with the largest and the first difference, the weights' comparison, the
-    samples' and what differed in the environment."""
+    tolerance' or 'diverged' (beyond rounding and `resolution`, the original's), with the largest and
+    the first difference, the weights' comparison, the samples' and what differed in the environment."""
     runs = RunFolder.open(original), RunFolder.open(reproduction)
     first, second = (run.read_metrics()[:epochs] for run in runs)
     weights = weight_difference(original, reproduction, first[-1]["step"])
     return {
-        **judge(metric_differences(first, second), weights),
+        **judge(metric_differences(first, second, resolution), weights),
         "original": str(original), "reproduction": str(reproduction),
         "epochs": epochs, "original_epochs": len(runs[0].read_metrics()),
-        "weights": weights, "tolerance": TOLERANCE_RULE,
+        "weights": weights, "tolerance": tolerance.RULE, "resolution": resolution.to_json(),
         "environment_differences": environment_differences(runs[0].read_run_info()[-1], runs[1].read_run_info()[-1]),
     }
 
@@ -125,7 +109,7 @@ def judge(differences: list[dict], weights: dict) -> dict:
     metrics.jsonl is beyond its tolerance, 'within tolerance' when one of them or the weights differ,
     else 'identical'; the samples' numbers count only while every loss and the weights are identical.
     The weights decide identical or not, never diverged: two trainings that rounded differently drift
-    apart in weight space while their losses stay as close as float32 allows (configs/obama.py on one
+    apart in weight space while their losses stay within what the text resolves (configs/obama.py on one
     thread instead of two: weights 12 apart in norm out of 207 after 30 epochs, val_bpc 2e-4). With the
     first difference beyond the tolerance, the largest (against its tolerance), the first, and the first
     epoch whose samples differ."""
@@ -139,16 +123,16 @@ def judge(differences: list[dict], weights: dict) -> dict:
         "verdict": "diverged" if beyond else "within tolerance" if differing else "identical",
         "diverged_at": beyond[0] if beyond else None,
         "largest_difference": max((d for d in differing if d["field"] != "weights"),
-                                  key=lambda d: d["difference"] / max(d["tolerance"], EPS32), default=None),
+                                  key=lambda d: d["difference"] / max(d["tolerance"], tolerance.EPS32), default=None),
         "first_difference": differing[0] if differing else None,
         "samples_differ_from_epoch": samples[0]["epoch"] if samples else None,
     }
 
 
-def metric_differences(first: list[dict], second: list[dict]) -> list[dict]:
+def metric_differences(first: list[dict], second: list[dict], resolution: tolerance.Resolution) -> list[dict]:
     """Per epoch of `first` and field (timings aside), in order: both values, their difference and its
-    tolerance; a difference of inf where the two are not numbers and differ (None against a number, other
-    text, an epoch that `second` did not reach: early stopping where the original went on)."""
+    tolerance (rounding or `resolution`); a difference of inf where the two are not numbers and differ (None
+    against a number, other text, an epoch that `second` did not reach: early stopping where the original went on)."""
     found = []
     for a, b in itertools.zip_longest(first, second[: len(first)], fillvalue={}):
         for field in sorted((a.keys() | b.keys()) - set(TIMINGS), key=lambda f: (f in SAMPLE_FIELDS, f)):
@@ -158,15 +142,16 @@ def metric_differences(first: list[dict], second: list[dict]) -> list[dict]:
             difference = abs(x - y) if numbers else (0.0 if x == y else float("inf"))
             found.append({
                 "epoch": a["epoch"], "field": field, "original": x, "reproduction": y, "difference": difference,
-                "tolerance": 0.0 if exact else tolerance(x, a["step"]),
+                "tolerance": 0.0 if exact else resolution.tolerance(field, x, a["step"]),
             })
     return found
 
 
 def weight_difference(original: Path, reproduction: Path, step: int) -> dict:
     """The L2 norm of the difference of the two runs' weights at `step` (all arrays as one vector), the
-    original's norm and the tolerance; 'why' instead
-    when the original kept no checkpoint of that step (it keeps the best and the latest two)."""
+    original's norm and its rounding tolerance (one coordinate alone can move far more, where Adam divides a
+    tiny gradient by its tiny scale); 'why' instead when the original kept no checkpoint of that step (it
+    keeps the best and the latest two)."""
     for name, folder in (("original", original), ("reproduction", reproduction)):
         if step not in RunFolder.open(folder).checkpoints.complete_steps():
             return {"epoch": None, "field": "weights", "step": step, "difference": None,
@@ -177,7 +162,7 @@ def weight_difference(original: Path, reproduction: Path, step: int) -> dict:
     norm = float(np.sqrt(sum(np.square(x).sum() for x in a)))
     epoch = next(m["epoch"] for m in RunFolder.open(original).read_metrics() if m["step"] == step)
     return {"epoch": epoch, "field": "weights", "step": step, "original": norm, "reproduction": None,
-            "difference": difference, "tolerance": tolerance(norm, step)}
+            "difference": difference, "tolerance": tolerance.rounding(norm, step)}
 
 
 def environment_differences(original: dict, reproduction: dict) -> list[str]:
@@ -223,11 +208,24 @@ def describe(report: dict) -> str:
             + ("" if report["verdict"] == "identical" else " (sampling turns rounding into other characters)")
         )
     if report["verdict"] != "identical":
-        lines.append(f"  tolerance: {report['tolerance']} (rounding differences growing with every step)")
+        lines.append(f"  tolerance: {report['tolerance']},\n    {describe_resolution(report['resolution'])}")
     changed = report["environment_differences"]
     lines.append("environment differences (original -> reproduction):" if changed else "environment: no differences")
     lines += [f"  {line}" for line in changed]
     return "\n".join(lines)
+
+
+def describe_resolution(resolution: dict) -> str:
+    """Where the standard errors come from: the spread of the per-character NLL and the characters averaged."""
+    errors = resolution["standard_errors"]
+    return (
+        f"derived from the original's best checkpoint (step {resolution['step']}, {resolution['protocol']}): "
+        f"per-character NLL std {resolution['nll_std']:.4g} nats\n"
+        f"    / sqrt({resolution['val_chars']:,} characters scored) = {errors['val_loss']:.3g} nats for val_loss "
+        f"({errors['val_bpc']:.3g} bits for val_bpc),\n"
+        f"    / sqrt({resolution['train_chars']:,} characters trained per epoch) = {errors['train_loss']:.3g} nats "
+        "for train_loss"
+    )
 
 
 def describe_difference(d: dict) -> str:

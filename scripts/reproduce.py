@@ -4,10 +4,11 @@
     python scripts/reproduce.py runs/obama --epochs 3 --workdir /tmp/obama_3
 
 Prints one verdict: identical (bit for bit), within tolerance (the largest difference, and the
-tolerance with its rule) or diverged (the first epoch and field beyond it), and what differed in
-the environment (packages, CPU, threads, kernel build, LSTM implementation). --epochs N trains only
-the first N epochs, with the run's own schedule. Exit code 0 when identical or within tolerance,
-1 when diverged, 2 on bad input; the original folder is only read.
+tolerance: float32 rounding or the number's standard error on the run's validation text) or diverged
+(the first epoch and field beyond it), and what differed in the environment (packages, CPU, threads,
+kernel build, LSTM implementation). --epochs N trains only the first N epochs, with the run's own
+schedule. Exit code 0 when identical or within tolerance, 1 when diverged, 2 on bad input; the
+original folder is only read.
 """
 
 import contextlib

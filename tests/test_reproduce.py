@@ -1,17 +1,19 @@
 """scripts/reproduce.py: a run re-run from its folder, the verdict, and bad input leaving the original as it was."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from charlstm import CharLSTMError, data, reproduce, train
+from charlstm import CharLSTMError, data, reproduce, tolerance, train, trained_run
 from charlstm import config as config_lib
 from charlstm.lstm import cpu_kernel
-from tests.conftest import REPO, assert_one_line_error, run_script, snapshot
+from tests.conftest import REPO, assert_float32_accurate, assert_one_line_error, run_script, snapshot
 
 
 def epoch(number: int, val_loss: float, longest_copy: int = 5) -> dict:
@@ -22,10 +24,12 @@ def epoch(number: int, val_loss: float, longest_copy: int = 5) -> dict:
 
 
 NO_WEIGHTS = {"field": "weights", "difference": None, "why": "not kept"}
+# Standard errors of 1e-3 nats for val_loss, 1e-4 for train_loss.
+RESOLUTION = tolerance.Resolution(step=20, protocol="segments", nll_std=1.0, val_chars=10**6, train_chars=10**8)
 
 
 def verdict(first: list[dict], second: list[dict]) -> dict:
-    return reproduce.judge(reproduce.metric_differences(first, second), NO_WEIGHTS)
+    return reproduce.judge(reproduce.metric_differences(first, second, RESOLUTION), NO_WEIGHTS)
 
 
 def test_the_verdict_is_identical_within_tolerance_or_diverged():
@@ -36,12 +40,37 @@ def test_the_verdict_is_identical_within_tolerance_or_diverged():
     judged = verdict(original, close)
     assert judged["verdict"] == "within tolerance"  # Samples may differ once the losses do.
     assert judged["largest_difference"]["field"] == "val_loss" and judged["samples_differ_from_epoch"] == 2
-    assert judged["largest_difference"]["tolerance"] == reproduce.tolerance(2.25, 20)
+    assert judged["largest_difference"]["tolerance"] == RESOLUTION.tolerance("val_loss", 2.25, 20) == 1e-3
     far = [epoch(1, 2.5 + 1e-6), epoch(2, 2.3)]
     judged = verdict(original, far)
     assert judged["verdict"] == "diverged"
     assert (judged["diverged_at"]["epoch"], judged["diverged_at"]["field"]) == (2, "val_loss")
     assert (judged["first_difference"]["epoch"], judged["first_difference"]["field"]) == (1, "val_loss")
+
+
+def test_the_tolerance_is_the_larger_of_rounding_and_the_standard_error():
+    assert RESOLUTION.standard_error("val_loss") == 1e-3 and RESOLUTION.standard_error("train_loss") == 1e-4
+    assert math.isclose(RESOLUTION.standard_error("val_bpc"), 1e-3 / math.log(2))
+    assert RESOLUTION.standard_error("copied_share") == 0.0
+    assert RESOLUTION.tolerance("train_loss", 2.0, 10) == 1e-4  # Few steps: the resolution decides,
+    assert RESOLUTION.tolerance("train_loss", 2.0, 10**6) == tolerance.rounding(2.0, 10**6) > 1e-4  # many: rounding.
+    assert RESOLUTION.tolerance("copied_share", 0.5, 10) == tolerance.rounding(0.5, 10)
+
+
+def test_the_resolution_matches_a_float64_reference():
+    """Per-character NLLs `[n]` like a model's (mean 1.4, std 1.6 nats) in float32: the standard errors
+    against the textbook formula summed in float64, then in float32 for the tolerance."""
+    nll = np.random.default_rng(0).gamma(0.77, 1.82, 300_000).astype(np.float32)
+    resolution = tolerance.Resolution.of_nll(nll, train_chars=3_000_000, step=7, protocol="window")
+    assert (resolution.val_chars, resolution.step, resolution.protocol) == (300_000, 7, "window")
+
+    def standard_errors(x: np.ndarray) -> np.ndarray:
+        std = np.sqrt(np.sum(np.square(x - np.sum(x) / x.size)) / (x.size - 1))
+        return np.stack([std / np.sqrt(x.size), std / np.sqrt(x.dtype.type(3_000_000))])
+
+    got = [resolution.standard_error("val_loss"), resolution.standard_error("train_loss")]
+    expected32, expected64 = standard_errors(nll), standard_errors(nll.astype(np.float64))
+    assert_float32_accurate(np.asarray(got), expected32, expected64, "standard errors")
 
 
 def test_a_reproduction_that_stopped_earlier_diverged():
@@ -101,6 +130,36 @@ def test_a_run_reproduced_here_is_identical_and_untouched(original, tmp_path):
     report = reproduce.reproduce(original, tmp_path / "first", epochs=1)  # The cosine schedule spans 2 epochs.
     assert report["verdict"] == "identical" and report["epochs"] == 1
     assert snapshot(original) == before
+
+
+def edited(folder, tmp_path, val_loss_change: float):
+    """A copy of run `folder` whose last epoch's val_loss (and val_bpc) moved by `val_loss_change` nats."""
+    copy = shutil.copytree(folder, tmp_path / f"edited_{val_loss_change:g}")
+    metrics = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    metrics[-1]["val_loss"] += val_loss_change
+    metrics[-1]["val_bpc"] = metrics[-1]["val_loss"] / math.log(2)
+    (copy / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return copy
+
+
+@pytest.mark.slow
+def test_a_change_beyond_the_resolution_diverged_and_one_within_it_did_not(original, tmp_path):
+    resolution = tolerance.measure(original)
+    best = trained_run.load(original)
+    scored = len(best.corpus().val_ids) - best.config.data.seq_length  # The characters val_loss averages.
+    assert (resolution.step, resolution.protocol, resolution.val_chars) == (best.step, "segments", scored)
+    standard_error = resolution.standard_error("val_loss")
+    assert 0 < standard_error < 0.1
+    within = reproduce.compare(original, edited(original, tmp_path, standard_error / 2), 2, resolution)
+    assert within["verdict"] == "within tolerance" and reproduce.exit_code(within) == 0
+    largest = within["largest_difference"]  # val_bpc or val_loss: each is off by half its standard error.
+    assert largest["field"] in ("val_bpc", "val_loss")
+    assert largest["tolerance"] == resolution.standard_error(largest["field"])
+    beyond = reproduce.compare(original, edited(original, tmp_path, -3 * standard_error), 2, resolution)
+    assert beyond["verdict"] == "diverged" and reproduce.exit_code(beyond) == 1
+    assert (beyond["diverged_at"]["epoch"], beyond["diverged_at"]["field"]) == (2, "val_bpc")
+    assert beyond["weights"]["difference"] == 0  # The weights decide identical or not, never diverged.
+    assert beyond["resolution"]["standard_errors"]["val_loss"] == standard_error
 
 
 @pytest.mark.slow
