@@ -107,6 +107,12 @@ def unreadable_steps(directory: Path) -> dict[int, str]:
     return bad
 
 
+def steps_on_disk(directory: Path) -> list[int]:
+    """The steps whose checkpoint folders in `directory` are complete on disk (a save in progress has a
+    temporary name); [] when there is no such folder. Opens no Orbax manager."""
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.is_dir() else []
+
+
 def _val_loss(metrics: dict) -> float:
     return metrics["val_loss"]
 
@@ -203,8 +209,7 @@ class Checkpoints:
         return None
 
     def complete_steps(self) -> list[int]:
-        """The steps whose checkpoint folders are complete on disk (a save in progress has a temporary name)."""
-        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+        return steps_on_disk(self.directory)
 
     @contextlib.contextmanager
     def _reporting_failures(self):

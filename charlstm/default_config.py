@@ -50,6 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.overfit_margin = 0.15  # Warn when val_loss exceeds train_loss by more (nats).
     config.train.dtype = "float32"  # Compute dtype: 'bfloat16' for GPU/TPU mixed precision (params stay float32).
     config.train.log_every_steps = 10  # Steps between loss read-outs on the progress bar.
+    # A trained run folder whose best weights a new run starts from (fine-tuning; the model's shape must match):
+    # characters both vocabularies share keep their trained rows, new ones start fresh. "" = a new model.
+    config.train.init_from = ""
 
     config.eval = ml_collections.ConfigDict()
     # Per-epoch val_loss, a name in charlstm.protocols.PROTOCOLS: 'segments' (cheap), 'window' (exact, slow), ...

@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from charlstm import data, evaluate, novelty, parallel, reports, sampling, stopping, train_step
+from charlstm import data, evaluate, init_from, novelty, parallel, reports, sampling, stopping, train_step, trained_run
 from charlstm.checkpoints import CheckpointMeta
 from charlstm.errors import TrainingInterrupted
 from charlstm.model import RecurrentState
@@ -48,20 +48,23 @@ class Training:
     train_ids: jax.Array  # The training text's ids `[n]`, on every device.
     zero_carry: RecurrentState  # What a stateful epoch starts from.
     history: History  # The finished epochs; the next ones are appended to it and to the run folder.
+    started_from: dict | None = None  # A new run's start from train.init_from (init_from.record); else None.
 
     @classmethod
     def start(
-        cls, config: ml_collections.ConfigDict, corpus: data.Corpus, run: RunFolder, stop: stopping.StopRequest
+        cls, config: ml_collections.ConfigDict, corpus: data.Corpus, run: RunFolder, stop: stopping.StopRequest,
+        source: trained_run.Run | None = None,
     ) -> tuple["Training", TrainState]:
         """The context of training `config` on `corpus` in `run` (held under its lock), and the state to go on
-        from: the newest checkpoint that loads, or a new model's. Refuses to resume other settings or data."""
+        from: the newest checkpoint that loads, or a new model's, its weights from `source` (train.init_from,
+        init_from.source_run) when given. Refuses to resume other settings or data."""
         placement = train_step.shardings()
         graphdef, params, zero_carry = train_step.placed_model(config, corpus.vocab.size, placement)
         steps = data.steps_per_epoch(
             len(corpus.train_ids), config.data.seq_length, config.train.batch_size, config.train.objective
         )
         tx = make_optimizer(config.train, steps * config.train.epochs)
-        state = train_step.initial_state(params, tx, zero_carry)
+        state, started_from = train_step.initial_state(params, tx, zero_carry), None
         run.drop_cut_lines()
         if run.checkpoints.latest_step() is not None:
             run.check_resumable(config, corpus)
@@ -69,11 +72,19 @@ class Training:
             state = TrainState.from_checkpoint(restored[0])
             run.keep_metrics_through(state.epoch)
             print(f"resuming {run.path} at epoch {state.epoch + 1}, step {state.step}")
-        elif run.read_metrics():  # No checkpoint (left) to resume from: the run starts over.
-            run.keep_metrics_through(0)
+        else:
+            if run.read_metrics():  # No checkpoint (left) to resume from: the run starts over.
+                run.keep_metrics_through(0)
+            # No `source` with init_from set: the folder held checkpoints, all set aside as damaged; read it now.
+            if source := source or init_from.source_run(config, run.path):
+                params = init_from.transfer(source.params, source.vocab, corpus.vocab, params)
+                state = train_step.initial_state(parallel.put(params, placement["replicated"]), tx, zero_carry)
+                started_from = init_from.record(source, corpus.vocab)
+                print(init_from.describe(started_from))
         step = train_step.make_train_step(config, graphdef, tx)
         train_ids = parallel.put(corpus.train_ids, placement["replicated"])
-        return cls(config, corpus, run, stop, graphdef, step, train_ids, zero_carry, run.history()), state
+        training = cls(config, corpus, run, stop, graphdef, step, train_ids, zero_carry, run.history(), started_from)
+        return training, state
 
     def run_epochs(self, state: TrainState, refresh: Callable[[], None]) -> TrainState:
         """Trains the epochs left after `state`, each ended by end_epoch, and calls `refresh` (the reports)

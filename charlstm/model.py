@@ -24,6 +24,8 @@ from charlstm.lstm.cell import Carry
 
 # Per layer a Carry: (h, c) for an LSTM, (h,) for a GRU or RNN; each [batch, units].
 RecurrentState = tuple[Carry, ...]
+# The model.* fields that, with the vocabulary's size, decide the weights' shapes and what they mean.
+SHAPE_FIELDS = ("cell", "units", "num_layers", "embed_dim")
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
@@ -137,6 +139,14 @@ def train_step_flops(config: ml_collections.ConfigDict, vocab_size: int) -> floa
     per_position = sum(2 * (n_in + m.units) * gates * m.units for n_in in inputs)
     head_positions = data.targets_per_window(length, config.train.objective)
     return 3 * batch * (length * per_position + head_positions * 2 * m.units * vocab_size)
+
+
+def vocab_axes(params: dict) -> dict[tuple, int]:
+    """The axis indexed by character id of each parameter that has one, by its path in split_model's dict:
+    the input table's rows (the embedding, or the first layer's input kernel when the input is one-hot) and
+    the head's outputs."""
+    table = ("embed", "embedding") if "embed" in params else ("layers", 0, "input_kernel")
+    return {table: 0, ("head", "kernel"): 1, ("head", "bias"): 0}
 
 
 def split_model(model: CharLSTM) -> tuple[nnx.GraphDef, dict]:

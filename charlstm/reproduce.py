@@ -23,13 +23,14 @@ import numpy as np
 
 from charlstm import config as config_lib
 from charlstm import novelty, tolerance, train, trained_run
-from charlstm.checkpoints import first_line
+from charlstm.checkpoints import first_line, steps_on_disk
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import RunFolder, flatten, refuse_file
 
 TIMINGS = ("seconds", "val_seconds", "chars_per_second")  # metrics.jsonl fields that time the run.
 SAMPLE_FIELDS = tuple(novelty.epoch_summary([], None))  # metrics.jsonl fields counted on the epoch's samples.
-NOT_ENVIRONMENT = ("started", "command")  # run_info.jsonl fields that differ between any two starts.
+# run_info.jsonl fields that differ between any two starts, or say where the weights started (init_from).
+NOT_ENVIRONMENT = ("started", "command", "init_from")
 
 
 def read_original(path: Path) -> tuple[ml_collections.ConfigDict, list[dict]]:
@@ -40,7 +41,7 @@ def read_original(path: Path) -> tuple[ml_collections.ConfigDict, list[dict]]:
         raise CharLSTMError(f"{str(path)!r} is not a run folder (no run_info.jsonl): give a folder train.py trained")
     if not (metrics := folder.read_metrics()):
         raise CharLSTMError(f"run {str(path)!r} has no metrics.jsonl: train it until an epoch ends, then reproduce it")
-    steps = folder.checkpoints.complete_steps() if (path / "checkpoints").is_dir() else []
+    steps = steps_on_disk(path / "checkpoints")
     if not steps:
         raise CharLSTMError(f"run {str(path)!r} has no checkpoint (it holds the config): train it until an epoch ends")
     try:
@@ -166,8 +167,10 @@ def weight_difference(original: Path, reproduction: Path, step: int) -> dict:
 
 
 def environment_differences(original: dict, reproduction: dict) -> list[str]:
-    """run_info.jsonl fields (start time and command aside) whose values differ, as 'field: A -> B', or for
+    """run_info.jsonl fields (NOT_ENVIRONMENT aside) whose values differ, as 'field: A -> B', or for
     lists that share items (CPU features), the items only one side has."""
+    original, reproduction = ({k: v for k, v in r.items() if k not in NOT_ENVIRONMENT}
+                              for r in (original, reproduction))
     lines = [
         f"not recorded by the {side}: {', '.join(sorted(missing))}"
         for side, missing in (("original", reproduction.keys() - original.keys()),
@@ -177,7 +180,7 @@ def environment_differences(original: dict, reproduction: dict) -> list[str]:
     a, b = (flatten({k: v for k, v in record.items() if k in shared}) for record in (original, reproduction))
     for field in sorted(a.keys() | b.keys()):
         x, y = a.get(field, "not recorded"), b.get(field, "not recorded")
-        if field.startswith(NOT_ENVIRONMENT) or x == y:
+        if x == y:
             continue
         if isinstance(x, list) and isinstance(y, list) and set(map(str, x)) & set(map(str, y)):
             only = json.dumps([v for v in x if v not in y]), json.dumps([v for v in y if v not in x])

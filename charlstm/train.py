@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from charlstm import config as config_lib
-from charlstm import data, final_scores, lstm, parallel, reports, stopping
+from charlstm import data, final_scores, init_from, lstm, parallel, reports, stopping
 from charlstm.errors import SaveFailed
 from charlstm.loop import Training
 from charlstm.run_folder import RunFolder
@@ -29,6 +29,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, c
     config_lib.validate(config)
     parallel.check_batch_size("train.batch_size", config.train.batch_size, parallel.make_mesh())
     implementations = lstm_implementations(config)
+    source = init_from.source_run(config, workdir)  # Checked before the corpus is read.
     with parallel.quiet_unless_primary():
         corpus = data.load_corpus(config.data)
         vocab = corpus.vocab
@@ -40,8 +41,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path, c
         run = RunFolder.create(workdir)
         try:
             with run.lock(), stopping.stop_requests() as stop:
-                training, state = Training.start(config, corpus, run, stop)
-                run.write_setup(config, corpus, command, {"lstm": implementations})
+                training, state = Training.start(config, corpus, run, stop, source)
+                started_from = {"init_from": training.started_from} if training.started_from else {}
+                run.write_setup(config, corpus, command, {"lstm": implementations, **started_from})
                 _train(training, state)
                 return training.history.metrics
         except OSError as e:
