@@ -35,6 +35,7 @@ def test_every_section_reports_its_cases():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["eval_chars_per_second"].keys() == {"window", "segments", "stream", "dynamic"}
     assert report["generate_chars_per_second"].keys() == {"batch_1", "batch_64"}
+    assert report["generate_streamed_chars_per_second"].keys() == {"batch_1"}
     assert report["generate_chars_per_second_lab_method"].keys() == {"batch_1", "batch_64"}
     assert report["chars_per_second"] == pytest.approx(16 * 20 / report["train_step_seconds"])  # tiny: batch 16 x 20.
     assert {"device", "jax", "length", "lab_length", "repeats", "malloc", "cpu_kernel", "cudnn",

@@ -125,7 +125,7 @@ def test_portable_greedy_text_equals_generate_py(run, trained_run_folder, tmp_pa
         f"--output={out}",
     )
     assert result.returncode == 0, result.stderr
-    generated = out.read_text().split("--- temperature 0.0, sample 1:\n", 1)[1][:-1]  # Each block ends in "\n".
+    generated = out.read_text().split("--- temperature 0.0, sample 1:\n", 1)[1].split("\n--- ")[0]
     assert len(generated) == run.config.sample.length
     assert exported(run).generate(PROMPT, temperature=0) == generated
 

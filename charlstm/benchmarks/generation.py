@@ -1,5 +1,5 @@
 """Characters per second of the stateful sampler (charlstm.sampling: prime on a seq_length prompt
-once, then one cell step per character, all in one compiled call) against the lab's method on the
+once, then one cell step per character in compiled chunks; also streamed at batch 1) against the lab's method on the
 same model, at batch 1 and 64. The lab's method, as its generate() did it: for every new character,
 the window as one-hot rows, the compiled model over all seq_length of them, the lab's sample() on
 the host, the window shifted by one."""
@@ -46,25 +46,36 @@ def lab_generate(graphdef: nnx.GraphDef, params, windows: np.ndarray, length: in
     return windows
 
 
+def read_stream(graphdef: nnx.GraphDef, params, prompt, temperatures, keys, length: int) -> int:
+    """Streams a sample to the host chunk by chunk, as generate.py prints one; the characters read."""
+    chunks = sampling.sample_chunks(graphdef, params, prompt, temperatures, keys, length, stream=True)
+    return sum(chunk.ids.shape[1] for chunk in chunks)
+
+
 def generate_section(model: Model, length: int, lab_length: int, repeats: int) -> dict:
     """Characters per second of the stateful sampler (`length` per call) and of the lab's method
     (`lab_length` per call: each costs the same, so fewer suffice), per batch size; the fastest of
     `repeats` calls counts."""
     graphdef, params, vocab_size, seq_length = model
     prompt = jnp.arange(seq_length, dtype=jnp.int32) % vocab_size
-    stateful, lab = {}, {}
+    stateful, streamed, lab = {}, {}, {}
     for batch in BATCH_SIZES:
         temperatures = jnp.ones(batch)
         keys = jax.random.split(jax.random.key(0), batch)
         run = functools.partial(sampling.generate_ids, graphdef, params, prompt, temperatures, keys, length)
         run()
         stateful[f"batch_{batch}"] = batch * length / fastest(run, repeats)
+        if batch == 1:  # Streaming: the same sample read STREAM_CHUNK characters at a time.
+            stream = functools.partial(read_stream, graphdef, params, prompt, temperatures, keys, length)
+            stream()
+            streamed[f"batch_{batch}"] = length / fastest(stream, repeats)
         windows = np.broadcast_to(np.asarray(prompt), (batch, seq_length))
         lab_generate(graphdef, params, windows, 1, vocab_size)
         run = functools.partial(lab_generate, graphdef, params, windows, lab_length, vocab_size)
         lab[f"batch_{batch}"] = batch * lab_length / fastest(run, repeats)
     return {
         "generate_chars_per_second": stateful,
+        "generate_streamed_chars_per_second": streamed,
         "generate_chars_per_second_lab_method": lab,
         "generate_speedup": {name: stateful[name] / lab[name] for name in stateful},
     }
