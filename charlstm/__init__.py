@@ -19,6 +19,7 @@ Model
 Training
     optimizer       the optax chain a config asks for
     averaging       a moving average of the weights, kept in the optimizer state
+    init_from       a new run started from a trained run's weights, its vocabulary mapped (train.init_from)
     train           train_and_evaluate: TrainState, make_train_step, the loop, signals
     checkpoints     the Orbax checkpoints of a run folder
     run_folder      every other file of a run folder, its lock and resume guards
@@ -26,7 +27,9 @@ Training
     parallel        the device mesh and multi-process helpers
 Using a trained model
     trained_run     a run loaded from its checkpoint (no training code imported)
-    sampling        the stateful batched sampler
+    generation      charlstm.load: a trained run with text in and out (generate, stream, beam, score)
+    sampling        the stateful batched sampler, in compiled chunks, with each character's log-probability
+    temperature_report  which sampling temperature reads best, measured (generate.py --report)
     beam            beam search: the most likely continuations and their log-probabilities
     evaluate        per-character NLL under a named protocol, means, bits, surprisal TSV/HTML
     protocols       the evaluation protocols by name (window, segments, stream, dynamic; one file each)
@@ -36,6 +39,7 @@ Using a trained model
     portable        the .npz sampled with NumPy alone: imports no JAX, Flax or Optax
 Experiments and scripts
     reports sweep   curves, samples.md, leaderboards, TensorBoard; grids of runs, sweep folders as runs
+    tolerance       how far a reproduction's numbers may be off: float32 rounding, or the metric's standard error
     reproduce       a run re-run from its folder and judged: identical, within tolerance or diverged
     benchmarks      what scripts/benchmark.py times, one module per section, each a function
     cli errors      what the scripts share (flags, exit codes, malloc); the user-error type

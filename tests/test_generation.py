@@ -184,3 +184,11 @@ def test_ctrl_c_keeps_what_was_streamed_and_exits_130(model, trained_run_folder,
     assert "interrupted" in process.stderr.read()
     written = out.read_text().removesuffix("\n")
     assert len(written) >= 1000 and written == model.generate(PROMPT, len(written), 0.0)[0].text
+
+
+def test_the_python_session_of_docs_generating_runs(trained_run_folder, capsys):
+    page = (REPO / "docs" / "generating.md").read_text()
+    code = page.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(code.replace('"runs/obama"', repr(str(trained_run_folder))), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split()[0].isdigit() and len(printed) >= 10
