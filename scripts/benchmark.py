@@ -1,16 +1,21 @@
 """Measures what users wait for; each section is one function of charlstm.benchmarks, --section picks
-which run (default: all).
+which run (default: train, eval and generate).
 
     python scripts/benchmark.py --json
     python scripts/benchmark.py --section generate
     python scripts/benchmark.py --section generate --workdir runs/obama --json
+    python scripts/benchmark.py --section export --workdir runs/obama
     python scripts/benchmark.py --section train --config configs/obama.py --batch_size 256
     python scripts/benchmark.py --section train --config configs/obama_lab.py --keras_python /tmp/keras-lab/bin/python
 
 generate (charlstm/benchmarks/generation.py): characters per second of the stateful sampler against
-the lab's method on the same model, at batch 1 and 64. Without --workdir the model is freshly
+the lab's method on the same model, at batch 1 and 64, and streamed at batch 1. Without --workdir the model is freshly
 initialised in the Obama run's shape (128 LSTM units, 45 characters, seq_length 100): speed does not
 depend on the weights.
+
+export (exports.py): characters per second at batch 1 of the run's exports (the NumPy-only sampler,
+onnxruntime stepping the ONNX one-step function) beside the JAX sampler, batched and streamed; needs
+onnxruntime (the [export] extra).
 
 eval (evaluation.py): characters per second of each evaluation protocol and of dynamic evaluation, on
 --eval_chars random characters (default 25,000: about the Obama validation split).
@@ -37,18 +42,21 @@ from absl import flags
 from ml_collections import config_flags
 
 from charlstm import cli, trained_run
-from charlstm.benchmarks import Model
+from charlstm.benchmarks import OBAMA_VOCAB, Model
 from charlstm.benchmarks.evaluation import eval_section
+from charlstm.benchmarks.exports import export_section
 from charlstm.benchmarks.generation import generate_section
 from charlstm.benchmarks.keras_lab import keras_lab_command
 from charlstm.benchmarks.torch_step import torch_device
 from charlstm.benchmarks.training import train_section
+from charlstm.data import Vocab
 from charlstm.lstm import cpu_kernel, cudnn
 
 KERAS_LAB_SCRIPT = Path(__file__).with_name("benchmark_keras_lab.py")
 
 _SECTIONS = flags.DEFINE_multi_enum(
-    "section", ["train", "eval", "generate"], ["train", "eval", "generate"], "Sections to run (default: all)."
+    "section", ["train", "eval", "generate"], ["train", "eval", "generate", "export"],
+    "Sections to run (default: train, eval, generate; export needs onnxruntime).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run folder whose best checkpoint to use; empty: a fresh model.")
 _LENGTH = flags.DEFINE_integer(
@@ -85,6 +93,15 @@ def print_results(results: dict) -> None:
         print(f"{name:<38}" + "  ".join(f"{case} {format_number(number)}" for case, number in cases))
 
 
+def export_inputs(workdir: str) -> tuple:
+    """The config and vocabulary the export section writes: the run's, or the defaults and OBAMA_VOCAB
+    letters for a fresh model."""
+    if workdir:
+        run = trained_run.load(workdir)
+        return run.config, run.vocab
+    return trained_run.default_config(), Vocab("".join(chr(ord("!") + i) for i in range(OBAMA_VOCAB)))
+
+
 def main() -> None:
     workdir, length, lab_length, repeats = _WORKDIR.value, _LENGTH.value, _LAB_LENGTH.value, _REPEATS.value
     steps, keras_python, eval_chars = _TRAIN_STEPS.value, _KERAS_PYTHON.value, _EVAL_CHARS.value
@@ -102,6 +119,7 @@ def main() -> None:
         "train": train,
         "eval": lambda: eval_section(model(), eval_chars, repeats),
         "generate": lambda: generate_section(model(), length, lab_length, repeats),
+        "export": lambda: export_section(*export_inputs(workdir), model(), length, repeats),
     }
     results = {}
     for section in dict.fromkeys(_SECTIONS.value):

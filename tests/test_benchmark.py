@@ -12,11 +12,13 @@ import pytest
 from charlstm import lstm
 from charlstm.benchmarks import Model
 from charlstm.benchmarks.evaluation import eval_section
+from charlstm.benchmarks.exports import export_section
 from charlstm.benchmarks.generation import BATCH_SIZES, generate_section
 from charlstm.benchmarks.keras_lab import keras_lab_command
 from charlstm.benchmarks.timing import matmul_peak_gflops
 from charlstm.benchmarks.torch_step import torch_train_step
 from charlstm.benchmarks.training import train_section
+from charlstm.data import Vocab
 from charlstm.errors import CharLSTMError
 from tests.conftest import REPO, run_script
 
@@ -49,6 +51,12 @@ def test_the_generate_section_times_both_methods_at_each_batch_size(tiny_config)
     for case in cases:
         assert report["generate_speedup"][case] == pytest.approx(
             report["generate_chars_per_second"][case] / report["generate_chars_per_second_lab_method"][case])
+
+
+def test_the_export_section_times_each_sampler_at_batch_1(tiny_config):
+    report = export_section(tiny_config, Vocab("abcdefghij"), Model.fresh(tiny_config, 10), length=3, repeats=1)
+    speeds = report["export_chars_per_second_batch_1"]
+    assert speeds.keys() == {"jax", "jax_streamed", "numpy", "onnxruntime"} and all(v > 0 for v in speeds.values())
 
 
 def test_the_eval_section_times_every_protocol_and_dynamic_evaluation(tiny_config):

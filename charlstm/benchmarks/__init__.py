@@ -1,7 +1,8 @@
 """What scripts/benchmark.py measures, one module per section, each section a function of plain values.
 
 - `timing.py`: timing calls and steps (fastest, median, steps in turns), the matmul peak.
-- `generation.py`: the stateful sampler against the Keras lab's way of generating.
+- `generation.py`: the stateful sampler (batched and streamed) against the Keras lab's way of generating.
+- `exports.py`: the NumPy and onnxruntime samplers of a run's exports beside the JAX sampler.
 - `evaluation.py`: each evaluation protocol and dynamic evaluation.
 - `training.py`: the train step beside the LSTM's other implementations and PyTorch's step.
 - `torch_step.py`: the same train step in PyTorch, where it is installed.
