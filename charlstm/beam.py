@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from charlstm.errors import CharLSTMError
-from charlstm.sampling import advance
+from charlstm.sampling import advance, for_steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +55,7 @@ def _beam_search(graphdef, params, prompt_ids, *, width: int, length: int):
     model = nnx.merge(graphdef, params)
     logits, state = advance(model, jnp.broadcast_to(prompt_ids, (width, prompt_ids.shape[0])), None)
     totals = jnp.where(jnp.arange(width) == 0, 0.0, -jnp.inf)  # One live row: the others would repeat it.
+    model = for_steps(model)
 
     def step(carry, _):
         logits, state, totals = carry
