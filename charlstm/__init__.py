@@ -28,6 +28,7 @@ Using a trained model
     trained_run     a run loaded from its checkpoint (no training code imported)
     sampling        the stateful batched sampler
     beam            beam search: the most likely continuations and their log-probabilities
+    interactive     generate.py --interactive: prompts in, continuations streamed out, :commands
     evaluate        per-character NLL under a named protocol, means, bits, surprisal TSV/HTML
     protocols       the evaluation protocols by name (window, segments, stream, dynamic; one file each)
     ngram mixture   the Kneser-Ney baseline and interpolation with it

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from charlstm import cli, data, novelty, sampling, trained_run
+from charlstm import cli, data, generation, interactive, novelty, sampling, trained_run
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import sample_block
 
@@ -36,6 +36,9 @@ _MAX_LENGTH = flags.DEFINE_integer(
 )
 _NOVELTY = flags.DEFINE_bool(
     "novelty", False, "After each sample: how much of it occurs verbatim in the training text."
+)
+_INTERACTIVE = flags.DEFINE_bool(
+    "interactive", False, "Read prompts and :commands line by line, stream each continuation (:help lists them)."
 )
 cli.define_config_overrides(
     trained_run.default_config(), "Overrides of the run's config, e.g. --config.sample.top_k=5."
@@ -63,6 +66,8 @@ def main() -> None:
     if _LENGTH.value is not None:
         overrides["sample.length"] = _LENGTH.value
     run = trained_run.load(_WORKDIR.value, _CHECKPOINT.value, overrides)
+    if _INTERACTIVE.value:  # Priming in pieces: prompts of any length compile a few shapes once.
+        sys.exit(interactive.run(generation.Model(run, prime_in_pieces=True)))
     if run.config.sample.length > _MAX_LENGTH.value:
         raise CharLSTMError(
             f"a sample length of {run.config.sample.length:,} characters is over --max_length={_MAX_LENGTH.value:,}: "
