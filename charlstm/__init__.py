@@ -31,6 +31,7 @@ Using a trained model
     sampling        the stateful batched sampler, in compiled chunks, with each character's log-probability
     temperature_report  which sampling temperature reads best, measured (generate.py --report)
     beam            beam search: the most likely continuations and their log-probabilities
+    interactive     generate.py --interactive: prompts in, continuations streamed out, :commands
     evaluate        per-character NLL under a named protocol, means, bits, surprisal TSV/HTML
     protocols       the evaluation protocols by name (window, segments, stream, dynamic; one file each)
     ngram mixture   the Kneser-Ney baseline and interpolation with it

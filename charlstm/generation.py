@@ -260,7 +260,9 @@ class Model:
 default_config = trained_run.default_config  # What the scripts' --config.* overrides are typed by.
 
 
-def load(workdir: str | Path, checkpoint: str = "best", overrides: dict | None = None) -> Model:
+def load(
+    workdir: str | Path, checkpoint: str = "best", overrides: dict | None = None, prime_in_pieces: bool = False
+) -> Model:
     """The run in `workdir` at `checkpoint` ('best', 'latest' or a step number), `overrides` of its config
-    ({'sample.top_k': 5}) on top."""
-    return Model(trained_run.load(workdir, checkpoint, overrides))
+    ({'sample.top_k': 5}) on top; `prime_in_pieces`: see sampling.prime."""
+    return Model(trained_run.load(workdir, checkpoint, overrides), prime_in_pieces)

@@ -4,6 +4,7 @@
     python scripts/generate.py --workdir runs/obama --temperature 0.2,0.5,1.0 --num_samples 4 --rank
     python scripts/generate.py --workdir runs/obama --sweep_temperatures 0.2,0.5,0.8,1.0,1.2,1.5 \\
         --num_samples 16 --report runs/obama/temperatures
+    python scripts/generate.py --workdir runs/obama --interactive
 
 One sample (one temperature, one sample) or --stream prints as it is made;
 more are made in one batched call and printed when complete (--rank sorts
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from absl import flags
 
-from charlstm import cli, generation, novelty, temperature_report
+from charlstm import cli, generation, interactive, novelty, temperature_report
 from charlstm.errors import CharLSTMError
 from charlstm.run_folder import sample_block
 
@@ -167,11 +168,10 @@ def write_samples(model: generation.Model, printer: Printer, prompt: str) -> Non
 
 def main() -> None:
     check_flags()
-    model = generation.load(_WORKDIR.value, _CHECKPOINT.value, overrides())
+    # An interactive session primes in pieces: prompts of any length compile a few shapes once.
+    model = generation.load(_WORKDIR.value, _CHECKPOINT.value, overrides(), prime_in_pieces=_INTERACTIVE.value)
     if _INTERACTIVE.value:
-        from charlstm import interactive
-
-        return interactive.run(model, _SEED.value)
+        sys.exit(interactive.run(model))
     prompt = model.vocab.decode(model.prompt_ids(prompt_text(model)))  # Cleaned once: warnings once.
     if _REPORT.value:
         sweep = temperatures(_SWEEP.value, "sweep_temperatures")

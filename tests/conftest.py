@@ -127,10 +127,14 @@ def trained_run_folder(tmp_path_factory, data_dir) -> Path:
     return workdir
 
 
-def run_script(script: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Runs scripts/<script> in a subprocess, as a user would, and captures its output."""
+def run_script(
+    script: str, *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
+    """Runs scripts/<script> in a subprocess, as a user would, with `stdin` as its input (None: none),
+    and captures its output."""
     return subprocess.run(
         [sys.executable, str(REPO / "scripts" / script), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         cwd=cwd or REPO,
