@@ -26,10 +26,11 @@ step, each other LSTM implementation that runs here and, with PyTorch importable
 the same step in torch. With --keras_python (a Python with TensorFlow), the Keras lab's model trained
 the lab's way (scripts/benchmark_keras_lab.py) in rounds, each right after a round of our step.
 
-In the header, cpu_kernel says whether the compiled CPU kernel loaded (or why not), cudnn whether
-cuDNN runs float32 LSTM layers here (or why not), and torch_device where PyTorch ran (null: not at
-all). Scripts tune glibc's malloc (charlstm.cli.keep_freed_memory); CHARLSTM_MALLOC=default in the
-environment measures without that tuning.
+In the header, cpu names the CPU model and vector_extensions the ones it has (figures depend on
+both), cpus the cores this process may run on, cpu_kernel whether the compiled CPU kernel loaded (or
+why not), cudnn whether cuDNN runs float32 LSTM layers here (or why not), and torch_device where
+PyTorch ran (null: not at all). Scripts tune glibc's malloc (charlstm.cli.keep_freed_memory);
+CHARLSTM_MALLOC=default in the environment measures without that tuning.
 """
 
 import json
@@ -41,7 +42,7 @@ import jax.numpy as jnp
 from absl import flags
 from ml_collections import config_flags
 
-from charlstm import cli, trained_run
+from charlstm import cli, environment, trained_run
 from charlstm.benchmarks import OBAMA_VOCAB, Model
 from charlstm.benchmarks.evaluation import eval_section
 from charlstm.benchmarks.exports import export_section
@@ -124,7 +125,9 @@ def main() -> None:
     results = {}
     for section in dict.fromkeys(_SECTIONS.value):
         results.update(sections[section]())
-    setup = {"device": str(jax.devices()[0]), "jax": jax.__version__, "length": length,
+    machine = environment.cpu()
+    setup = {"device": str(jax.devices()[0]), "cpu": machine.get("model"), "vector_extensions": machine.get("features"),
+             "cpus": len(os.sched_getaffinity(0)), "jax": jax.__version__, "length": length,
              "lab_length": lab_length, "repeats": repeats,
              "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned"),
              "cpu_kernel": cpu_kernel.load_failure() or "loaded",
