@@ -94,6 +94,11 @@ class Rows:
         model, drawn_from = (float(np.sum(np.concatenate(parts), dtype=np.float64)) for parts in self.log_probs[r])
         return bits_per_char(model, len(self.texts[r])), bits_per_char(drawn_from, len(self.texts[r]))
 
+    def surprisal(self, r: int) -> np.ndarray:
+        """Row r's surprisal under the model, in bits `[len(texts[r])]`: how unexpected each of its characters
+        was (what the server shades them by)."""
+        return -np.concatenate(self.log_probs[r][0], dtype=np.float64) / math.log(2)
+
 
 class Model:
     """A run's model at one checkpoint, with text in and text out (`charlstm.load` makes one)."""
