@@ -38,6 +38,8 @@ Using a trained model
     novelty         how much of a sample is copied from the training text
     export          a run written as a .npz or as ONNX's one-step function (scripts/export.py)
     portable        the .npz sampled with NumPy alone: imports no JAX, Flax or Optax
+    generation      a run with text in and out (charlstm.load): generate, stream, beam, score
+    serve           the web app (scripts/serve.py): a page and a JSON API, requests batched into one sampler call
 Experiments and scripts
     reports sweep   curves, samples.md, leaderboards, TensorBoard; grids of runs, sweep folders as runs
     tolerance       how far a reproduction's numbers may be off: float32 rounding, or the metric's standard error

@@ -48,6 +48,8 @@ def bits_per_char(nats: float) -> float:
 
 # Surprisal at which the HTML shading is darkest; a uniform guess over 45 characters is 5.5 bits.
 SHADE_BITS = 8.0
+# The shading's colour, its opacity the surprisal over SHADE_BITS (also the served page's, scripts/serve.py).
+SHADE_RGB = (220, 0, 0)
 
 
 def surprisal_tsv(text: str, nll: np.ndarray) -> str:
@@ -65,7 +67,7 @@ def surprisal_html(text: str, nll: np.ndarray, title: str) -> str:
     for char, x in zip(text[first:], nll):
         bits = bits_per_char(float(x))
         shown = "\u21b5\n" if char == "\n" else html.escape(char)
-        shade = f"background:rgba(220,0,0,{min(bits / SHADE_BITS, 1):.2f})"
+        shade = f"background:rgba({','.join(map(str, SHADE_RGB))},{min(bits / SHADE_BITS, 1):.2f})"
         spans.append(f'<span style="{shade}" title="{bits:.2f} bits">{shown}</span>')
     return (
         f"<!doctype html>\n<meta charset=\"utf-8\">\n<title>{html.escape(title)}</title>\n"

@@ -128,6 +128,11 @@ class Rows:
         """Row r's bits per character under the model and under its sampling distribution."""
         return tuple(bits_per_char(float(total), self.lengths[r]) for total in self.log_probs[r])
 
+    def surprisal(self, r: int) -> np.ndarray:
+        """Row r's surprisal under the model, in bits `[len(texts[r])]`: how unexpected each of its characters
+        was (what the server shades them by)."""
+        return -np.concatenate(self.log_probs[r][0], dtype=np.float64) / math.log(2)
+
 
 class Model:
     """A run's model at one checkpoint, with text in and text out (`charlstm.load` makes one)."""

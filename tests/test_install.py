@@ -73,3 +73,12 @@ def test_generate_runs_on_an_installed_package(installed, trained_run_folder, tm
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the state" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_served_page_is_packaged(installed, tmp_path):
+    """charlstm/serve/static/index.html is package data: the app reads it from the installed package."""
+    program = "import charlstm.serve.app as app; assert app.PAGE.startswith('<!doctype html>'); print(app.__file__)"
+    result = run_outside_the_checkout(installed, tmp_path, "-c", program)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith(str(installed))
