@@ -93,8 +93,9 @@ class Rows:
     closed after its stop string. Log-probabilities are summed one by one in float64, so the sums do not
     depend on how the steps were chunked."""
 
-    def __init__(self, vocab: data.Vocab, rows: int, stop: str):
+    def __init__(self, vocab: data.Vocab, rows: int, stop: str, keep_surprisal: bool = False):
         self.vocab, self.stop = vocab, stop
+        self.model_log_probs = [[] for _ in range(rows)] if keep_surprisal else None  # Per row, per chunk.
         self.pieces: list[list[str]] = [[] for _ in range(rows)]
         self.lengths, self.open, self.tails = [0] * rows, [True] * rows, [""] * rows
         self.log_probs = np.zeros((rows, 2))  # Per row: the sums under the model and under the sampling.
@@ -111,6 +112,8 @@ class Rows:
                 self.tails[r] = (tail + piece)[len(tail + piece) - len(self.stop) + 1 :]
             self.pieces[r].append(piece)
             self.lengths[r] += len(piece)
+            if self.model_log_probs is not None:
+                self.model_log_probs[r].append(chunk.model_log_probs[r, : len(piece)])
             for column, log_probs in enumerate((chunk.model_log_probs, chunk.sampling_log_probs)):
                 values = np.concatenate([[self.log_probs[r, column]], log_probs[r, : len(piece)]])
                 self.log_probs[r, column] = np.add.accumulate(values, dtype=np.float64)[-1]
@@ -129,9 +132,9 @@ class Rows:
         return tuple(bits_per_char(float(total), self.lengths[r]) for total in self.log_probs[r])
 
     def surprisal(self, r: int) -> np.ndarray:
-        """Row r's surprisal under the model, in bits `[len(texts[r])]`: how unexpected each of its characters
-        was (what the server shades them by)."""
-        return -np.concatenate(self.log_probs[r][0], dtype=np.float64) / math.log(2)
+        """Row r's surprisal under the model, in bits `[len(text(r))]`: how unexpected each of its characters
+        was (what the server shades them by); Rows made with keep_surprisal only."""
+        return -np.concatenate(self.model_log_probs[r], dtype=np.float64) / math.log(2)
 
 
 class Model:

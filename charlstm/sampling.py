@@ -209,17 +209,18 @@ def sample_chunks(
     steps = chunk_length(length, stream)
     block_size = min(math.ceil(length / steps) * steps, UNIFORM_BLOCK)
     carry = prime(graphdef, params, prompt_ids, temperatures.shape[0], prime_in_pieces)
-    yield from continue_chunks(graphdef, params, carry, uniforms, temperatures, top_k, top_p, length, steps)
+    yield from continue_chunks(graphdef, params, carry, keys, temperatures, top_k, top_p, length, steps, block_size)
 
 
 def continue_chunks(
-    graphdef: nnx.GraphDef, params, carry, uniforms: jax.Array, temperatures: jax.Array, top_k, top_p, length: int,
-    steps: int,
+    graphdef: nnx.GraphDef, params, carry, keys: jax.Array, temperatures: jax.Array, top_k, top_p, length: int,
+    steps: int, block_size: int,
 ) -> Iterator[Chunk]:
     """`length` steps from `carry` (logits `[rows, vocab]` and the state, as prime() gives) in Chunks of
-    `steps`, drawn with `uniforms` `[rows, >= length rounded up to steps]`. top_k and top_p are numbers,
-    or `[rows, 1]` arrays (one per row, for rows of several requests). IN_FLIGHT chunks are dispatched
-    ahead of the one being read."""
+    `steps`, row r drawing from keys[r] (uniform_block's blocks of `block_size`: at least `length` rounded
+    up to `steps`, or UNIFORM_BLOCK, which `steps` divides). top_k and top_p are numbers, or `[rows, 1]`
+    arrays (one per row, for rows of several requests). IN_FLIGHT chunks are dispatched ahead of the one
+    being read."""
     filtered = bool(np.any(np.asarray(top_k) > 0) or np.any(np.asarray(top_p) < 1))
     in_flight = collections.deque()
     for at in range(0, length, steps):

@@ -47,8 +47,9 @@ def padded_rows(rows: int) -> int:
 
 
 def uniform_length(limits: Limits) -> int:
-    """Random numbers drawn per row: the longest sample rounded up to whole chunks, for every batch."""
-    return math.ceil(limits.max_length / STEPS) * STEPS
+    """Random numbers drawn per row at once: the longest sample rounded up to whole chunks, for every batch
+    (at most sampling.UNIFORM_BLOCK, which STEPS divides: longer samples draw block by block)."""
+    return min(math.ceil(limits.max_length / STEPS) * STEPS, sampling.UNIFORM_BLOCK)
 
 
 def run_batch(model: generation.Model, jobs: list[GenerateJob], limits: Limits) -> None:
@@ -58,11 +59,11 @@ def run_batch(model: generation.Model, jobs: list[GenerateJob], limits: Limits) 
     rows = padded_rows(sum(sizes))
     carry = _primed(model, jobs, rows)
     temperatures, keys, top_k, top_p = _row_settings(jobs, rows)
-    uniforms = sampling.uniforms_for(keys, uniform_length(limits))
     length = max(job.request.length for job in jobs)
-    outputs = [generation.Rows(model.vocab, size, "") for size in sizes]
+    outputs = [generation.Rows(model.vocab, size, "", keep_surprisal=True) for size in sizes]
     chunks = sampling.continue_chunks(
-        model.run.graphdef, model.run.params, carry, uniforms, temperatures, top_k, top_p, length, STEPS
+        model.run.graphdef, model.run.params, carry, keys, temperatures, top_k, top_p, length, STEPS,
+        uniform_length(limits),
     )
     for at, chunk in zip(range(0, length, STEPS), chunks):
         first = 0
@@ -76,14 +77,14 @@ def run_batch(model: generation.Model, jobs: list[GenerateJob], limits: Limits) 
 def _hand_out(job: GenerateJob, out: generation.Rows, chunk: sampling.Chunk, last: bool) -> None:
     """Adds a job's part of a chunk to its rows and sends the new text; 'done' after the `last` part."""
     pieces = out.add(chunk)
-    surprisal = [rounded(out.surprisal(r)[len(out.texts[r]) - len(p) :]) for r, p in enumerate(pieces)]
+    surprisal = [rounded(out.surprisal(r)[out.lengths[r] - len(p) :]) for r, p in enumerate(pieces)]
     job.send("piece", {"texts": pieces, "surprisal": surprisal})
     if last:
         job.send("done", {"samples": [_sample(job.request, out, r) for r in range(len(pieces))]})
 
 
 def _sample(request: Generate, out: generation.Rows, r: int) -> dict:
-    sample = generation.Sample(request.prompt, request.temperature, request.seed, r, out.texts[r], *out.bpc(r))
+    sample = generation.Sample(request.prompt, request.temperature, request.seed, r, out.text(r), *out.bpc(r))
     return {**sample.record(), "surprisal": rounded(out.surprisal(r))}
 
 
