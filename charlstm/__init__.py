@@ -9,7 +9,7 @@ Model
     default_config  every config field at its default, with its meaning and unit
     config          validation of a config, its JSON form, a saved config over the defaults
     model           CharLSTM (NNX): input table or embedding, recurrent layers, head
-    cells           the recurrent cells by name (lstm, gru, rnn; one file each)
+    cells           the recurrent cells by name (lstm, gru, rnn, mogrifier; one file each)
     lstm            the LSTM layer's implementations behind one signature, and select()
       lstm.cell         the cell's maths and the saved-gates contract of the hand-written backward passes
       lstm.xla          that contract as XLA scans (anywhere, any dtype)

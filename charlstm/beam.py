@@ -38,7 +38,7 @@ def beam_search(graphdef: nnx.GraphDef, params, prompt_ids: np.ndarray, width: i
         raise CharLSTMError(f"beam width {width} and length {length} must both be at least 1: raise them")
     if len(prompt_ids) < 1:
         raise CharLSTMError("the prompt to continue has no characters: give at least one")
-    vocab_size = nnx.merge(graphdef, params).head.out_features
+    vocab_size = nnx.merge(graphdef, params).vocab_size
     # vocab_size >= 2 gives vocab_size ** width.bit_length() > width: no huge power for long outputs.
     if width > vocab_size ** min(length, width.bit_length()):
         raise CharLSTMError(

@@ -79,10 +79,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("model.lstm_impl", config.model.lstm_impl, _one_of(lstm.CHOICES))
     if config.model.lstm_impl not in (impls := cells.CELLS[config.model.cell].lstm_impls):
         _fail("model.lstm_impl", config.model.lstm_impl, f"{_one_of(impls)} with model.cell={config.model.cell!r}")
-    for field in ("model.dropout", "model.weight_dropout", "train.average_decay"):
+    _validate_methods(config)
+    for field in ("model.dropout", "model.weight_dropout", "model.embed_dropout", "train.average_decay"):
         if not 0 <= get_field(config, field) < 1:
             _fail(field, get_field(config, field), "in [0, 1)")
-    for field in ("model.embed_dim", "train.clip_norm", "train.weight_decay", "train.patience"):
+    for field in (
+        "model.embed_dim", "train.clip_norm", "train.weight_decay", "train.patience", "train.activation_reg",
+        "train.temporal_activation_reg",
+    ):
         if get_field(config, field) < 0:
             _fail(field, get_field(config, field), ">= 0 (0 = off)")
     if not 0 <= config.train.stop_after_epoch <= config.train.epochs:
@@ -104,6 +108,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("sample.top_p", config.sample.top_p, "in (0, 1]")
     if config.sample.oov not in ("error", "skip"):
         _fail("sample.oov", config.sample.oov, "'error' or 'skip'")
+
+
+def _validate_methods(config: ml_collections.ConfigDict) -> None:
+    """The fields of the tied head and the mogrifier: each only with the fields it needs."""
+    m = config.model
+    if m.tie_weights and not m.embed_dim:
+        _fail("model.tie_weights", True, "False with model.embed_dim=0: give an embedding, e.g. model.embed_dim=64")
+    if not isinstance(m.mogrifier_rounds, int) or m.mogrifier_rounds < 0:
+        _fail("model.mogrifier_rounds", m.mogrifier_rounds, "an integer >= 0 (0 = a plain LSTM)")
+    if m.mogrifier_rounds and m.cell != "mogrifier":
+        allowed = f"0 with model.cell={m.cell!r}, or set model.cell='mogrifier'"
+        _fail("model.mogrifier_rounds", m.mogrifier_rounds, allowed)
 
 
 def _validate_corpus(data: ml_collections.ConfigDict) -> None:

@@ -33,6 +33,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.lstm_impl = "auto"
     config.model.dropout = 0.0  # Variational dropout on each layer's output (before the head); training only.
     config.model.weight_dropout = 0.0  # DropConnect on recurrent kernels, one mask per batch; training only.
+    # Embedding dropout: whole characters' rows of the input table (embedding, or one-hot input kernel) zeroed,
+    # one mask per batch, the rest scaled by 1/(1-p); a probability in [0, 1), training only.
+    config.model.embed_dropout = 0.0
+    # Tie the head's kernel to the input embedding (needs embed_dim > 0; with embed_dim != units a learned
+    # units -> embed_dim projection comes first).
+    config.model.tie_weights = False
+    config.model.mogrifier_rounds = 0  # model.cell='mogrifier': rounds of x and h gating each other (e.g. 5); 0 = LSTM.
 
     config.train = ml_collections.ConfigDict()
     config.train.objective = "all"  # 'all': loss at every position; 'last': the lab's one target per window.
@@ -45,6 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.clip_norm = 0.0  # Clip gradients to this global norm; 0 = no clipping.
     config.train.weight_decay = 0.0  # Decoupled weight decay (AdamW) per step, times learning rate.
     config.train.average_decay = 0.0  # Evaluate and keep a moving average of the weights with this decay; 0 = off.
+    # AR: this weight times the mean square of the top layer's outputs (after dropout), added to the training
+    # loss (not to train_loss, which stays the cross-entropy in nats); 0 = off.
+    config.train.activation_reg = 0.0
+    # TAR: this weight times the mean square of the top layer's output changes from one step to the next
+    # (before dropout), added to the training loss as AR is; 0 = off.
+    config.train.temporal_activation_reg = 0.0
     config.train.stateful = False  # Carry the LSTM state across consecutive windows (truncated BPTT).
     config.train.patience = 0  # Stop after this many epochs without a better val_loss; 0 = never.
     config.train.overfit_margin = 0.15  # Warn when val_loss exceeds train_loss by more (nats).

@@ -35,17 +35,28 @@ def flat_arrays(params: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return arrays
 
 
+def ordinary_head(params: dict) -> dict:
+    """`params` with a tied head (model.TiedHead: logits = (h P) E^T + b) written as the ordinary head the
+    format holds, kernel = P E^T `[units, vocab]` (computed in float64), so that readers need not know ties."""
+    head = params["head"]
+    if "kernel" in head:
+        return params
+    embedding_t = np.asarray(params["embed"]["embedding"], np.float64).T
+    kernel = embedding_t if "projection" not in head else np.asarray(head["projection"], np.float64) @ embedding_t
+    return {**params, "head": {"kernel": kernel.astype(np.float32), "bias": head["bias"]}}
+
+
 def portable_model(config: ml_collections.ConfigDict, vocab: Vocab, params: dict, source: dict) -> portable.Model:
     """The export of a model (its config, vocabulary and params), `source` saying where it came from."""
     m = config.model
     manifest = {
         "format": portable.FORMAT, "format_version": portable.FORMAT_VERSION,
         "cell": m.cell, "num_layers": m.num_layers, "units": m.units, "embed_dim": m.embed_dim,
-        "vocab": vocab.chars,
+        "mogrifier_rounds": m.mogrifier_rounds, "vocab": vocab.chars,
         "cleaning": {"keep_chars": config.data.keep_chars, "lowercase": config.data.lowercase},
         "config": json.loads(config_lib.to_json(config)), "source": source,
     }
-    arrays = flat_arrays(params)
+    arrays = flat_arrays(ordinary_head(params))
     model = portable.Model(manifest, arrays)  # Refuses a cell, or weights, that the format lacks.
     if unknown := sorted(set(arrays) - set(portable.array_shapes(manifest))):
         raise CharLSTMError(f"the model has weights {unknown} the export format does not hold: update charlstm")

@@ -60,8 +60,25 @@ def rnn_cell(recurrent_kernel: np.ndarray, carry: Carry, x_proj: np.ndarray) -> 
     return (np.tanh(x_proj + h @ recurrent_kernel),)
 
 
-# Cell name -> (gates per unit, step function, carry size), as charlstm.model.CELLS.
-CELLS = {"lstm": (4, lstm_cell, 2), "gru": (3, gru_cell, 1), "rnn": (1, rnn_cell, 1)}
+def mogrify(kernels: list[np.ndarray], x: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """charlstm.cells.mogrifier.mogrify: x `[batch, in]` scaled by 2 sigmoid(h Q) on even rounds, h `[batch,
+    units]` by 2 sigmoid(x R) on odd ones, before the mogrifier's LSTM step."""
+    for i, kernel in enumerate(kernels):
+        if i % 2 == 0:
+            x = 2 * sigmoid(h @ kernel) * x
+        else:
+            h = 2 * sigmoid(x @ kernel) * h
+    return x, h
+
+
+# Cell name -> (gates per unit, step function, carry size), as charlstm.cells.CELLS; the mogrifier's rounds
+# (mogrify) come before its LSTM step.
+CELLS = {"lstm": (4, lstm_cell, 2), "gru": (3, gru_cell, 1), "rnn": (1, rnn_cell, 1), "mogrifier": (4, lstm_cell, 2)}
+
+
+def rounds(manifest: dict) -> int:
+    """The mogrifier's rounds per layer; 0 for other cells and for exports written before it."""
+    return manifest.get("mogrifier_rounds", 0)
 
 
 def array_shapes(manifest: dict) -> dict[str, tuple[int, ...]]:
@@ -70,9 +87,12 @@ def array_shapes(manifest: dict) -> dict[str, tuple[int, ...]]:
     gates = CELLS[manifest["cell"]][0]
     shapes = {"embed/embedding": (vocab, embed)} if embed else {}
     for i in range(manifest["num_layers"]):
-        shapes[f"layers/{i}/input_kernel"] = ((embed or vocab) if i == 0 else units, gates * units)
+        n_in = (embed or vocab) if i == 0 else units
+        shapes[f"layers/{i}/input_kernel"] = (n_in, gates * units)
         shapes[f"layers/{i}/recurrent_kernel"] = (units, gates * units)
         shapes[f"layers/{i}/bias"] = (gates * units,)
+        for j in range(rounds(manifest)):
+            shapes[f"layers/{i}/rounds/{j}"] = (units, n_in) if j % 2 == 0 else (n_in, units)
     return shapes | {"head/kernel": (units, vocab), "head/bias": (vocab,)}
 
 
@@ -139,11 +159,16 @@ class Model:
         """One character per row: ids `[batch]` and the state -> next-character logits `[batch, vocab]`, new state.
 
         The first layer reads row `id` of its input kernel plus the bias (a one-hot input times the kernel),
-        or, with an embedding, the embedding's row times the kernel."""
+        or, with an embedding, the embedding's row times the kernel. A mogrifier's rounds first scale its input
+        (one-hot rows for ids) and h."""
         a, cell = self.arrays, CELLS[self.manifest["cell"]][1]
         ids, new_state = np.asarray(ids), []
         x = a["embed/embedding"][ids] if "embed/embedding" in a else None
         for i, carry in enumerate(state):
+            if kernels := [a[f"layers/{i}/rounds/{j}"] for j in range(rounds(self.manifest))]:
+                x_in = np.eye(len(self.chars), dtype=self.id_table.dtype)[ids] if x is None else x
+                x, h = mogrify(kernels, x_in, carry[0])
+                carry = (h, *carry[1:])
             x_proj = self.id_table[ids] if x is None else x @ a[f"layers/{i}/input_kernel"] + a[f"layers/{i}/bias"]
             carry = cell(a[f"layers/{i}/recurrent_kernel"], carry, x_proj)
             new_state.append(carry)

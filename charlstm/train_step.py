@@ -82,24 +82,38 @@ def in_dtype(tree, dtype: str):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
+def activation_penalty(raw: jax.Array, dropped: jax.Array, activation_reg: float, temporal_reg: float) -> jax.Array:
+    """AR and TAR (Merity et al. 2018) of the top layer's outputs `[time, batch, units]`: `activation_reg`
+    times the mean square of the `dropped` (after dropout) outputs, plus `temporal_reg` times the mean square
+    of the `raw` (before dropout) outputs' change from one step to the next; float32."""
+    activation = jnp.mean(jnp.square(dropped.astype(jnp.float32)))
+    temporal = jnp.mean(jnp.square(jnp.diff(raw.astype(jnp.float32), axis=0)))
+    return activation_reg * activation + temporal_reg * temporal
+
+
 def loss_fn(
-    graphdef: nnx.GraphDef, params, windows: jax.Array, objective: str, dropout_key, carry, dtype: str = "float32"
+    graphdef: nnx.GraphDef, params, windows: jax.Array, objective: str, dropout_key, carry, dtype: str = "float32",
+    penalties: tuple[float, float] = (0.0, 0.0),
 ):
-    """Mean cross-entropy in nats over windows `[batch, seq_length + 1]`, and the final state.
+    """The training objective over windows `[batch, seq_length + 1]`, and (its mean cross-entropy in nats, the
+    final state).
 
     `carry` is the state to start from (stateful training) or None (zeros);
     `dropout_key` None turns dropout off. `dtype` 'bfloat16' computes the model in
     bfloat16 from float32 params (mixed precision: gradients and updates stay
-    float32); the loss and the returned state are float32 either way.
+    float32); the loss and the returned state are float32 either way. The
+    objective is the cross-entropy plus, when `penalties` (train.activation_reg,
+    train.temporal_activation_reg) are not zero, the activation_penalty.
     """
     model = nnx.merge(graphdef, in_dtype(params, dtype))
-    hs, carry = model.features(windows[:, :-1], None if carry is None else in_dtype(carry, dtype), dropout_key)
+    raw, hs, carry = model.top_outputs(windows[:, :-1], None if carry is None else in_dtype(carry, dtype), dropout_key)
     if objective == "all":
-        logits, targets = model.head(hs), windows[:, 1:].T  # Time-major, as hs.
+        logits, targets = model.logits(hs), windows[:, 1:].T  # Time-major, as hs.
     else:
-        logits, targets = model.head(hs[-1]), windows[:, -1]
+        logits, targets = model.logits(hs[-1]), windows[:, -1]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets).mean()
-    return loss, in_dtype(carry, "float32")
+    total = loss + activation_penalty(raw, hs, *penalties) if any(penalties) else loss
+    return total, (loss, in_dtype(carry, "float32"))
 
 
 TrainStep = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array]]
@@ -113,13 +127,14 @@ def make_train_step(
     loss. Dropout draws from fold_in(key, step), so no RNG state needs saving."""
     key = jax.random.fold_in(jax.random.key(config.seed), DROPOUT_STREAM)
     seq_length, objective, dtype = config.data.seq_length, config.train.objective, config.train.dtype
+    penalties = (config.train.activation_reg, config.train.temporal_activation_reg)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def update(params, opt_state, loss_sum, carry, ids: jax.Array, starts: jax.Array, step):
         windows = data.gather_windows(ids, starts, seq_length + 1)
         grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
-        (loss, carry), grads = grad_fn(
-            graphdef, params, windows, objective, jax.random.fold_in(key, step), carry, dtype
+        (_, (loss, carry)), grads = grad_fn(
+            graphdef, params, windows, objective, jax.random.fold_in(key, step), carry, dtype, penalties
         )
         updates, opt_state = tx.update(grads, opt_state, params)
         carry = jax.lax.stop_gradient(carry)  # Truncated backpropagation through time.

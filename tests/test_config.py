@@ -53,6 +53,12 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("model.dropout", 1.0, "in [0, 1)"),
     ("model.dropout", -0.1, "in [0, 1)"),
     ("model.weight_dropout", 1.0, "in [0, 1)"),
+    ("model.embed_dropout", 1.0, "in [0, 1)"),
+    ("model.embed_dropout", -0.1, "in [0, 1)"),
+    ("train.activation_reg", -1.0, ">= 0 (0 = off)"),
+    ("train.temporal_activation_reg", -0.5, ">= 0 (0 = off)"),
+    ("model.mogrifier_rounds", 3, "0 with model.cell='lstm', or set model.cell='mogrifier'"),
+    ("model.tie_weights", True, "False with model.embed_dim=0: give an embedding, e.g. model.embed_dim=64"),
     ("train.average_decay", 1.0, "in [0, 1)"),
     ("model.embed_dim", -1, ">= 0 (0 = off)"),
     ("train.clip_norm", -1.0, ">= 0 (0 = off)"),
@@ -77,6 +83,10 @@ def test_each_invalid_field_is_named_with_its_range(field, value, allowed):
      ">= data.first_year=2000 (or 0)"),
     ({"train.stateful": True, "train.objective": "last"}, "train.stateful", True, "(stateful needs 'all')"),
     ({"model.cell": "gru", "model.lstm_impl": "xla"}, "model.lstm_impl", "xla", "one of 'auto' with model.cell='gru'"),
+    ({"model.cell": "gru", "model.mogrifier_rounds": 2}, "model.mogrifier_rounds", 2, "0 with model.cell='gru'"),
+    ({"model.cell": "mogrifier", "model.mogrifier_rounds": -1}, "model.mogrifier_rounds", -1, "an integer >= 0"),
+    ({"model.cell": "mogrifier", "model.mogrifier_rounds": 2.5}, "model.mogrifier_rounds", 2.5, "an integer >= 0"),
+    ({"model.cell": "mogrifier", "model.lstm_impl": "xla"}, "model.lstm_impl", "xla", "with model.cell='mogrifier'"),
 ])
 def test_fields_invalid_together_are_named_with_what_they_need(settings, field, value, allowed):
     assert_refused(settings, field, value, allowed)

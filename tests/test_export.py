@@ -22,6 +22,15 @@ TEXT = "the state of our union is strong, and we will keep it so. " * 3  # 174 c
 # Untrained models of each cell and depth; the quick tier takes the first, beside the trained run's one layer.
 FRESH = [("lstm", 2, 0), *(pytest.param(*case, marks=pytest.mark.slow)
                            for case in [("gru", 1, 0), ("gru", 2, 0), ("rnn", 2, 0), ("lstm", 2, 8)])]
+# (cell, layers, embed_dim, other model fields) of the regularisation methods that change the weights; the quick
+# tier takes a tied head with its projection (8 into tiny's 32 units) and a one-hot mogrifier.
+METHODS = [
+    ("lstm", 1, 8, {"tie_weights": True}),
+    ("mogrifier", 1, 0, {"mogrifier_rounds": 3}),
+    *(pytest.param(*case, marks=pytest.mark.slow) for case in [
+        ("lstm", 2, 32, {"tie_weights": True}), ("mogrifier", 2, 8, {"mogrifier_rounds": 4, "tie_weights": True}),
+    ]),
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +43,12 @@ def exported(run: trained_run.Run) -> portable.Model:
     return export.portable_model(run.config, run.vocab, run.params, {"step": run.step})
 
 
-def fresh_model(tiny_config, cell: str, layers: int, embed_dim: int) -> tuple[nnx.GraphDef, dict, portable.Model]:
-    """An untrained model of the tiny config with this cell, depth and embedding: graph, params, export."""
-    tiny_config.model.update(cell=cell, num_layers=layers, embed_dim=embed_dim)
+def fresh_model(
+    tiny_config, cell: str, layers: int, embed_dim: int, **fields
+) -> tuple[nnx.GraphDef, dict, portable.Model]:
+    """An untrained model of the tiny config with this cell, depth, embedding and other model `fields`: graph,
+    params, export."""
+    tiny_config.model.update(cell=cell, num_layers=layers, embed_dim=embed_dim, **fields)
     vocab = Vocab("".join(sorted(set(TEXT))))
     graphdef, params = split_model(create_model(tiny_config, vocab.size))
     return graphdef, params, export.portable_model(tiny_config, vocab, params, {})
@@ -90,6 +102,14 @@ def test_portable_probabilities_match_each_cell_and_depth(tiny_config, cell, lay
     graphdef, params, model = fresh_model(tiny_config, cell, layers, embed_dim)
     ids = np.stack([model.encode(TEXT)[:60], model.encode(TEXT)[60:120]])  # Two rows at once.
     assert_matches_jax(stepped(model.step, ids, model.initial_state(2)), graphdef, params, ids, f"{cell} x{layers}")
+
+
+@pytest.mark.parametrize("cell, layers, embed_dim, fields", METHODS)
+def test_portable_probabilities_match_a_mogrifier_and_a_tied_head(tiny_config, cell, layers, embed_dim, fields):
+    graphdef, params, model = fresh_model(tiny_config, cell, layers, embed_dim, **fields)
+    assert set(model.arrays) == set(portable.array_shapes(model.manifest))  # A tied head as an ordinary one.
+    ids = np.stack([model.encode(TEXT)[:60], model.encode(TEXT)[60:120]])
+    assert_matches_jax(stepped(model.step, ids, model.initial_state(2)), graphdef, params, ids, f"{cell} {fields}")
 
 
 def test_portable_filtering_and_greedy_draws_agree_with_the_jax_sampler():
@@ -261,6 +281,22 @@ def test_onnx_logits_match_each_cell_and_depth(tiny_config, tmp_path, cell, laye
     ids = np.stack([model.encode(TEXT)[:100], model.encode(TEXT)[10:110]])  # Two rows: the batch is free.
     logits = stepped(onnx_step(onnx_session(model, tmp_path)), ids, model.initial_state(2))
     assert_matches_jax(logits, graphdef, params, ids, f"onnx {cell} x{layers}")
+
+
+@pytest.mark.parametrize("embed_dim", [8, 32])  # A tied head after a projection from 32 units, and without one.
+def test_onnx_logits_match_a_tied_head(tiny_config, tmp_path, embed_dim):
+    graphdef, params, model = fresh_model(tiny_config, "lstm", 1, embed_dim, tie_weights=True)
+    ids = np.stack([model.encode(TEXT)[:100], model.encode(TEXT)[10:110]])
+    logits = stepped(onnx_step(onnx_session(model, tmp_path)), ids, model.initial_state(2))
+    assert_matches_jax(logits, graphdef, params, ids, f"onnx tied {embed_dim}")
+
+
+def test_the_onnx_export_refuses_a_mogrifier_naming_the_npz_format(tiny_config):
+    pytest.importorskip("onnx")
+    model = fresh_model(tiny_config, "mogrifier", 1, 0, mogrifier_rounds=2)[2]
+    with pytest.raises(CharLSTMError, match="cell 'mogrifier': export --format npz instead") as error:
+        export.onnx_bytes(model)
+    assert "\n" not in str(error.value)
 
 
 def test_the_onnx_snippet_in_the_docs_samples_from_an_export(run, trained_run_folder, tmp_path, monkeypatch, capsys):

@@ -47,9 +47,12 @@ def assert_rows_moved(new: dict, old: dict, old_vocab: data.Vocab, new_vocab: da
             np.testing.assert_array_equal(rows[i], want, err_msg=f"{key} row of {char!r}")
 
 
-@pytest.mark.parametrize("embed_dim", [0, 3])
-def test_transfer_keeps_shared_rows_and_takes_new_ones_from_the_fresh_model(tiny_config, embed_dim):
-    tiny_config.model.embed_dim = embed_dim
+@pytest.mark.parametrize("fields", [
+    {"embed_dim": 0}, {"embed_dim": 3}, {"embed_dim": 3, "tie_weights": True},
+    {"cell": "mogrifier", "mogrifier_rounds": 3},  # One-hot input: its round kernels have a vocabulary axis.
+])
+def test_transfer_keeps_shared_rows_and_takes_new_ones_from_the_fresh_model(tiny_config, fields):
+    tiny_config.model.update(fields)
     old_vocab, new_vocab = data.Vocab("abcd"), data.Vocab("Xacdz")  # b dropped; X and z new.
     fresh = split_model(create_model(tiny_config, new_vocab.size))[1]
     tiny_config.seed = 1  # The source's weights differ from a fresh model's everywhere.

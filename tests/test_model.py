@@ -10,10 +10,13 @@ import pytest
 from flax import nnx
 
 from charlstm import cells, train_step
-from charlstm.cells import gru
+from charlstm.cells import gru, mogrifier
 from charlstm.lstm.cell import lstm_cell
 from charlstm.model import CharLSTM, create_model, split_model, train_step_flops
 from tests.conftest import assert_float32_accurate, assert_one_line_error, in_float64, run_script
+
+# What a cell needs besides its name to be more than another cell: the mogrifier's rounds.
+CELL_FIELDS = {"mogrifier": {"mogrifier_rounds": 3}}
 
 
 def test_output_shapes():
@@ -69,7 +72,8 @@ def test_forget_gate_bias_starts_at_one():
 
 @pytest.mark.parametrize("cell", [c if c == "lstm" else pytest.param(c, marks=pytest.mark.slow) for c in cells.NAMES])
 def test_every_cell_has_shapes_and_carries_state(cell):
-    model = CharLSTM(vocab_size=9, units=12, num_layers=2, cell=cell, embed_dim=5, rngs=nnx.Rngs(0))
+    model = CharLSTM(vocab_size=9, units=12, num_layers=2, cell=cell, embed_dim=5, **CELL_FIELDS.get(cell, {}),
+                     rngs=nnx.Rngs(0))
     ids = jax.random.randint(jax.random.key(0), (2, 10), 0, 9)
     whole, state = model(ids)
     assert whole.shape == (2, 10, 9) and all(len(carry) == cells.CELLS[cell].carry_size for carry in state)
@@ -103,7 +107,8 @@ def test_every_cell_learns_a_repeated_text(cell):
     reach every parameter of every registered cell."""
     ids = jnp.asarray([[0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2]])
     for embed_dim in (0, 4):
-        graphdef, params = split_model(CharLSTM(4, 8, 2, cell=cell, embed_dim=embed_dim, rngs=nnx.Rngs(0)))
+        fields = CELL_FIELDS.get(cell, {})
+        graphdef, params = split_model(CharLSTM(4, 8, 2, cell=cell, embed_dim=embed_dim, **fields, rngs=nnx.Rngs(0)))
         value_and_grad = jax.jit(jax.value_and_grad(functools.partial(mean_nll, graphdef, ids)))
         tx = optax.adam(1e-2)
         opt_state, (first, grads) = tx.init(params), value_and_grad(params)
@@ -158,17 +163,118 @@ def forward_matmul_flops(jaxpr) -> int:
     return total
 
 
-@pytest.mark.parametrize(
-    "cell, num_layers, embed_dim, objective",
-    [("lstm", 1, 0, "all"), ("lstm", 2, 8, "last"), ("gru", 2, 0, "all"), ("rnn", 1, 4, "all")],
-)
-def test_train_step_flops_are_three_times_the_forward_matmuls(tiny_config, cell, num_layers, embed_dim, objective):
+@pytest.mark.parametrize("objective, fields", [
+    ("all", {}),
+    ("last", {"num_layers": 2, "embed_dim": 8}),
+    ("all", {"cell": "gru", "num_layers": 2}),
+    ("all", {"cell": "rnn", "embed_dim": 4}),
+    ("all", {"cell": "mogrifier", "mogrifier_rounds": 3, "num_layers": 2}),
+    ("all", {"cell": "mogrifier", "mogrifier_rounds": 2, "embed_dim": 4}),
+    ("all", {"embed_dim": 8, "tie_weights": True}),
+    ("last", {"embed_dim": 32, "tie_weights": True}),  # As many as tiny's units: no projection.
+])
+def test_train_step_flops_are_three_times_the_forward_matmuls(tiny_config, objective, fields):
     """The benchmark's GFLOP/s count: three times the matmul FLOPs counted in the traced forward pass."""
     c = tiny_config
-    c.model.cell, c.model.num_layers, c.model.embed_dim, c.train.objective = cell, num_layers, embed_dim, objective
-    c.model.lstm_impl = "autodiff" if cell == "lstm" else "auto"  # A plain scan: its matmuls are visible.
+    c.model.update(fields)
+    c.train.objective = objective
+    c.model.lstm_impl = "autodiff" if c.model.cell == "lstm" else "auto"  # A plain scan: its matmuls are visible.
     graphdef, params = split_model(create_model(c, 30))
     windows = jnp.zeros((c.train.batch_size, c.data.seq_length + 1), jnp.int32)
     loss = functools.partial(train_step.loss_fn, graphdef, objective=objective, dropout_key=None, carry=None)
     jaxpr = jax.make_jaxpr(lambda params: loss(params, windows))(params).jaxpr
     assert train_step_flops(c, 30) == 3 * forward_matmul_flops(jaxpr)
+
+
+# The regularisation methods and the mogrifier.
+
+
+@pytest.mark.parametrize("embed_dim", [0, 6])
+def test_embed_dropout_drops_whole_characters_in_training_only(embed_dim):
+    model = CharLSTM(vocab_size=7, units=16, num_layers=1, embed_dim=embed_dim, embed_dropout=0.5, rngs=nnx.Rngs(0))
+    plain = CharLSTM(vocab_size=7, units=16, num_layers=1, embed_dim=embed_dim, rngs=nnx.Rngs(0))
+    ids, key = jax.random.randint(jax.random.key(1), (3, 8), 0, 7), jax.random.key(2)
+    np.testing.assert_array_equal(model(ids)[0], plain(ids)[0])
+    np.testing.assert_array_equal(model(ids, dropout_key=key)[0], model(ids, dropout_key=key)[0])
+    assert not np.allclose(model(ids, dropout_key=key)[0], plain(ids, dropout_key=key)[0])
+    # Each character's row of the table the first layer reads is zeroed or scaled by 1 / (1 - 0.5).
+    x, kernel = model.first_input(jnp.arange(7)[:, None], key)
+    rows, table = (x[:, 0], model.embed.embedding[...]) if embed_dim else (kernel, model.layers[0].input_kernel[...])
+    kept = np.asarray(jnp.any(rows != 0, axis=-1))
+    assert 0 < kept.sum() < 7
+    np.testing.assert_array_equal(rows, np.where(kept[:, None], table * 2, 0))
+
+
+@pytest.mark.parametrize("embed_dim", [6, 16])  # Projected from 16 units, and not.
+def test_a_tied_head_is_the_embedding_and_takes_both_gradients(embed_dim):
+    model = CharLSTM(vocab_size=7, units=16, num_layers=1, embed_dim=embed_dim, tie_weights=True, rngs=nnx.Rngs(0))
+    graphdef, params = split_model(model)
+    assert params["head"].keys() == ({"bias", "projection"} if embed_dim != 16 else {"bias"})
+    ids = jax.random.randint(jax.random.key(1), (3, 9), 0, 7)
+
+    def loss(params, head_embedding):
+        """The mean NLL with the head reading `head_embedding` in place of the embedding."""
+        m = nnx.merge(graphdef, params)
+        logits = m.head(m.features(ids[:, :-1])[0], head_embedding)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, ids[:, 1:].T).mean()
+
+    @jax.jit
+    def input_plus_output_gradient(params, embedding):
+        to_input, to_output = jax.grad(loss, argnums=(0, 1))(params, embedding)
+        return to_input["embed"]["embedding"] + to_output
+
+    embedding = params["embed"]["embedding"]
+    np.testing.assert_array_equal(mean_nll(graphdef, ids, params), loss(params, embedding))
+    tied = jax.jit(jax.grad(functools.partial(mean_nll, graphdef, ids)))(params)["embed"]["embedding"]
+    expected32 = input_plus_output_gradient(params, embedding)
+    expected64 = in_float64(input_plus_output_gradient, params, embedding)
+    assert_float32_accurate(tied, expected32, expected64, "the tied embedding's gradient")
+
+
+def test_a_mogrifier_without_rounds_is_the_lstm():
+    ids = jax.random.randint(jax.random.key(0), (2, 10), 0, 9)
+    lstm, mog = (CharLSTM(9, 12, 2, cell=cell, embed_dim=5, rngs=nnx.Rngs(0)) for cell in ("lstm", "mogrifier"))
+    lstm_params, mog_params = split_model(lstm)[1], split_model(mog)[1]
+    assert jax.tree.structure(lstm_params) == jax.tree.structure(mog_params)
+    for a, b in zip(jax.tree.leaves(lstm_params), jax.tree.leaves(mog_params)):
+        np.testing.assert_array_equal(a, b)
+    for got, want in zip(jax.tree.leaves(mog(ids)), jax.tree.leaves(lstm(ids))):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_mogrifier_rounds_follow_the_papers_equations():
+    """One step of four rounds against Melis et al. (2020): x^i = 2 sigmoid(h^(i-1) Q^i) x^(i-2) for odd i,
+    h^i = 2 sigmoid(x^(i-1) R^i) h^(i-2) for even i, then the LSTM on x^3 and h^4."""
+    units, n_in, batch = 6, 5, 3
+    k = jax.random.split(jax.random.key(3), 9)
+    weights = [jax.random.normal(k[0], (n_in, 4 * units)), jax.random.normal(k[1], (units, 4 * units)),
+               jax.random.normal(k[2], (4 * units,))]
+    state = [jax.random.normal(k[3], (batch, units)), jax.random.normal(k[4], (batch, units)),
+             jax.random.normal(k[5], (batch, n_in))]
+    rounds = [jax.random.normal(k[6 + i % 3], (units, n_in) if i % 2 == 0 else (n_in, units)) for i in range(4)]
+
+    def textbook(input_kernel, recurrent_kernel, bias, h, c, x, q1, r2, q3, r4):
+        x1 = 2 * jax.nn.sigmoid(h @ q1) * x
+        h2 = 2 * jax.nn.sigmoid(x1 @ r2) * h
+        x3 = 2 * jax.nn.sigmoid(h2 @ q3) * x1
+        h4 = 2 * jax.nn.sigmoid(x3 @ r4) * h2
+        i, f, g, o = jnp.split(x3 @ input_kernel + h4 @ recurrent_kernel + bias, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+    def ours(input_kernel, recurrent_kernel, bias, h, c, x, *kernels):
+        return mogrifier.scan("auto", input_kernel, recurrent_kernel, bias, (h, c), x[None], *kernels)[1]
+
+    arrays = (*weights, *state, *rounds)
+    assert_float32_accurate(ours(*arrays), textbook(*arrays), in_float64(textbook, *arrays), "mogrifier step")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, words", [
+    ("--config.model.tie_weights=True", ("model.tie_weights=True", "model.embed_dim=64")),
+    ("--config.model.mogrifier_rounds=4", ("model.mogrifier_rounds=4", "model.cell='mogrifier'")),
+])
+def test_a_method_missing_what_it_needs_stops_train_py_in_one_line(tmp_path, override, words):
+    result = run_script("train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run"), override)
+    assert_one_line_error(result, *words)
+    assert not (tmp_path / "run").exists()

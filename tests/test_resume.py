@@ -188,8 +188,10 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_usable(uninte
     assert numbers(workdir) == numbers(uninterrupted)  # Lines written after the last checkpoint were redone.
 
 
-def nan_loss(loss, carry):
-    return loss * jnp.nan, carry
+def nan_loss(total, aux):
+    """loss_fn's outputs, the objective and the cross-entropy made NaN."""
+    loss, carry = aux
+    return total * jnp.nan, (loss * jnp.nan, carry)
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_best_checkpoint(tiny_config, tmp_path, monkeypatch):

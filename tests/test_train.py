@@ -8,7 +8,8 @@ import optax
 import pytest
 from flax import nnx
 
-from charlstm import data, evaluate, loop, lstm, parallel, stopping, trained_run
+import charlstm
+from charlstm import data, evaluate, export, loop, lstm, parallel, portable, stopping, trained_run
 from charlstm.checkpoints import Checkpoints
 from charlstm.errors import TrainingInterrupted
 from charlstm.model import CharLSTM, create_model, split_model
@@ -101,6 +102,31 @@ def test_stateful_training_with_regularisers_runs_end_to_end(tiny_config, tmp_pa
     assert metrics[1]["val_loss"] < metrics[0]["val_loss"]
     expected_steps = ((18_000 - 1 - 19) // 16 - 1) // 20  # Upper bound of stream steps per epoch.
     assert 0 < metrics[0]["step"] <= expected_steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fields", [
+    {"embed_dim": 8, "tie_weights": True},
+    {"cell": "mogrifier", "mogrifier_rounds": 2},
+])
+def test_the_regularisation_methods_train_resume_sample_score_and_export(tiny_config, tmp_path, fields):
+    """Every method at once on a tied head or a mogrifier: training, its resume, per-epoch and final scores,
+    the stateful sampler, beam search, dynamic evaluation and the NumPy export all run with them."""
+    tiny_config.model.update(dropout=0.1, embed_dropout=0.1, **fields)
+    tiny_config.train.update(activation_reg=1.0, temporal_activation_reg=1.0, stop_after_epoch=1)
+    train_and_evaluate(tiny_config, tmp_path / "run")
+    tiny_config.train.stop_after_epoch = 0
+    metrics = train_and_evaluate(tiny_config, tmp_path / "run")
+    assert [m["epoch"] for m in metrics] == [1, 2] and metrics[1]["val_loss"] < metrics[0]["val_loss"]
+    final = json.loads((tmp_path / "run" / "final_metrics.json").read_text())["val"]
+    assert abs(final["stream"]["bpc"] - final["window"]["bpc"]) < 0.05
+    model = charlstm.load(tmp_path / "run")
+    greedy = model.generate("the state of", 40, 0.0)[0].text
+    assert "".join(model.stream("the state of", length=40, temperature=0.0)) == greedy
+    assert len(model.beam("the state of", 3, 5)) == 3
+    assert np.isfinite(model.score(model.random_prompt(0) * 3, "dynamic").bpc)
+    export.export_run(tmp_path / "run", tmp_path / "run.npz")
+    assert portable.load(tmp_path / "run.npz").generate("the state of", 40, temperature=0) == greedy
 
 
 def stopping_at(epoch_step: int, should_stop=stopping.should_stop):

@@ -6,6 +6,8 @@ from typing import Any
 import jax
 import ml_collections
 
+TORCH_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}  # Our cell -> its torch.nn module.
+
 
 def torch_device() -> str | None:
     """Where PyTorch runs the same step as ours: 'cpu' when jax runs on the CPU, 'cuda' when jax runs on
@@ -21,16 +23,17 @@ def torch_device() -> str | None:
 
 def torch_train_step(config: ml_collections.ConfigDict, vocab_size: int) -> Callable[[int], Any] | None:
     """The same step in PyTorch (one-hot or embedded input, nn.LSTM/GRU/RNN, Linear head, Adam) on the
-    same kind of device as ours, or None where it cannot run (torch_device)."""
+    same kind of device as ours, or None where it cannot run (torch_device) or torch lacks the cell (the
+    mogrifier)."""
     device = torch_device()
-    if device is None:
+    if device is None or config.model.cell not in TORCH_CELLS:
         return None
     import torch
 
     m, batch, length = config.model, config.train.batch_size, config.data.seq_length
     torch.manual_seed(config.seed)
     embed = torch.nn.Embedding(vocab_size, m.embed_dim) if m.embed_dim else None
-    rnn_type = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[m.cell]
+    rnn_type = getattr(torch.nn, TORCH_CELLS[m.cell])
     rnn = rnn_type(m.embed_dim or vocab_size, m.units, m.num_layers, batch_first=True)
     head = torch.nn.Linear(m.units, vocab_size)
     modules = [module.to(device) for module in (embed, rnn, head) if module is not None]

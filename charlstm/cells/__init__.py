@@ -6,7 +6,9 @@ over time; without one, the layer projects its inputs once and scans the step wi
 
 - `lstm`: the LSTM, run by the implementation model.lstm_impl names (charlstm.lstm);
 - `gru`: the GRU, reset gate applied after the recurrent matmul;
-- `rnn`: the Elman RNN, h = tanh(x W + h U + b).
+- `rnn`: the Elman RNN, h = tanh(x W + h U + b);
+- `mogrifier`: the Mogrifier LSTM, x and h gating each other for model.mogrifier_rounds rounds before
+  each LSTM step; with 0 rounds, the LSTM.
 """
 
 import dataclasses
@@ -15,7 +17,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from charlstm.cells import gru, lstm, rnn
+from charlstm.cells import gru, lstm, mogrifier, rnn
 from charlstm.errors import CharLSTMError
 from charlstm.lstm.cell import Carry
 
@@ -32,17 +34,24 @@ class Cell:
     gates: int  # Gate blocks per unit.
     carry_size: int  # Arrays in the carry, each `[batch, units]`: (h, c) for an LSTM, (h,) for a GRU.
     step: Callable[[jax.Array, Carry, jax.Array], Carry]  # (recurrent_kernel, carry, x_proj `[batch, gates*units]`).
-    # (lstm_impl, input_kernel, recurrent_kernel, bias, carry, x) -> (hs, carry), as charlstm.lstm.lstm_scan;
-    # None: project x, then scan `step` with autodiff.
+    # (lstm_impl, input_kernel, recurrent_kernel, bias, carry, x, *round_kernels) -> (hs, carry), as
+    # charlstm.lstm.lstm_scan; None: project x, then scan `step` with autodiff.
     scan: Callable[..., tuple[jax.Array, Carry]] | None = None
     initial_bias: Callable[[int, int], jax.Array] = zero_bias  # (units, gates) -> the bias `[gates*units]`.
     lstm_impls: tuple[str, ...] = ("auto",)  # The model.lstm_impl values it runs with.
+    # (in_features, units, rounds, rngs) -> the kernels of its rounds (model.mogrifier_rounds), which the
+    # layer hands to `scan` after x; None: a cell without rounds.
+    round_kernels: Callable[..., list[jax.Array]] | None = None
 
 
 CELLS = {
     "lstm": Cell(lstm.GATES, lstm.CARRY_SIZE, lstm.step, lstm.scan, lstm.initial_bias, lstm.IMPLS),
     "gru": Cell(gru.GATES, gru.CARRY_SIZE, gru.step),
     "rnn": Cell(rnn.GATES, rnn.CARRY_SIZE, rnn.step),
+    "mogrifier": Cell(
+        mogrifier.GATES, mogrifier.CARRY_SIZE, mogrifier.step, mogrifier.scan, lstm.initial_bias, mogrifier.IMPLS,
+        mogrifier.round_kernels,
+    ),
 }
 NAMES = tuple(CELLS)
 

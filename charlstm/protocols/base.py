@@ -48,7 +48,7 @@ def sequence_nll(graphdef: nnx.GraphDef, params, inputs: jax.Array, targets: jax
     (None: zeros), and the state after the last input."""
     model = nnx.merge(graphdef, params)
     hs, state = model.features(inputs, state)
-    return nll_of(model.head(hs), targets.T).T, state
+    return nll_of(model.logits(hs), targets.T).T, state
 
 
 def batches(count: int, batch_size: int, mesh) -> tuple[int, int]:

@@ -19,7 +19,7 @@ def window_nll(graphdef: nnx.GraphDef, params, ids: jax.Array, starts: jax.Array
     model = nnx.merge(graphdef, params)
     windows = gather_windows(ids, starts, seq_length + 1)
     hs, _ = model.features(windows[:, :-1])
-    return nll_of(model.head(hs[-1]), windows[:, -1])
+    return nll_of(model.logits(hs[-1]), windows[:, -1])
 
 
 def per_char_nll(graphdef: nnx.GraphDef, params, ids: np.ndarray, scoring: Scoring) -> np.ndarray:
