@@ -65,6 +65,17 @@ def describe_bpc(sample: Sample) -> str:
     return line + f" ({len(sample.text)} characters)"
 
 
+def parse_temperatures(values: list[str], flag: str) -> tuple[float, ...]:
+    """Temperatures given as text (a --`flag` list), each a number >= 0."""
+    try:
+        numbers = tuple(float(v) for v in values)
+    except ValueError:
+        raise CharLSTMError(f"--{flag}={','.join(values)}: give numbers >= 0, e.g. --{flag}=0.2,0.5,1.0") from None
+    if not numbers or any(not 0 <= t < math.inf for t in numbers):
+        raise CharLSTMError(f"--{flag}={','.join(values)}: each temperature must be a number >= 0 (0 = greedy)")
+    return numbers
+
+
 def read_prompt(source: str) -> str:
     """The text of the prompt file `source` ('-': stdin), refused when missing, unreadable, binary or empty."""
     what = "stdin" if source == "-" else f"the prompt file {source!r}"

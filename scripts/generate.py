@@ -61,17 +61,6 @@ cli.define_config_overrides(
 flags.mark_flags_as_required(["workdir"])
 
 
-def temperatures(values: list[str], flag: str) -> tuple[float, ...]:
-    """--temperature or --sweep_temperatures as numbers, each >= 0."""
-    try:
-        numbers = tuple(float(v) for v in values)
-    except ValueError:
-        raise CharLSTMError(f"--{flag}={','.join(values)}: give numbers >= 0, e.g. --{flag}=0.2,0.5,1.0") from None
-    if not numbers or any(not t >= 0 or t == float("inf") for t in numbers):
-        raise CharLSTMError(f"--{flag}={','.join(values)}: each temperature must be a number >= 0 (0 = greedy)")
-    return numbers
-
-
 def overrides() -> dict:
     """The --config.* overrides, with the short flags (--length, --temperature, --top_k, --top_p) over them."""
     result = cli.config_overrides()
@@ -79,7 +68,7 @@ def overrides() -> dict:
         if value is not None:
             result[f"sample.{field}"] = value
     if _TEMPERATURE.value is not None:
-        result["sample.temperatures"] = temperatures(_TEMPERATURE.value, "temperature")
+        result["sample.temperatures"] = generation.parse_temperatures(_TEMPERATURE.value, "temperature")
     return result
 
 
@@ -174,7 +163,7 @@ def main() -> None:
         sys.exit(interactive.run(model))
     prompt = model.vocab.decode(model.prompt_ids(prompt_text(model)))  # Cleaned once: warnings once.
     if _REPORT.value:
-        sweep = temperatures(_SWEEP.value, "sweep_temperatures")
+        sweep = generation.parse_temperatures(_SWEEP.value, "sweep_temperatures")
         temperature_report.sweep(model, prompt, sweep, _NUM_SAMPLES.value, _SEED.value, None, _REPORT.value)
         return print(f"wrote the temperature report of {len(sweep)} temperatures to {_REPORT.value}/report.md")
     form = _FORMAT.value or ("jsonl" if _OUTPUT.value.endswith(".jsonl") else "text")

@@ -100,6 +100,17 @@ def test_read_text_rejects_bad_paths(tmp_path, make, message):
         data.read_text(make(tmp_path))
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"), (b"text\x00with a NUL byte" * 200, "NUL"), (bytes(range(128, 256)) * 100, "undecodable"),
+])
+def test_a_corpus_file_that_is_not_text_is_an_error(tiny_config, tmp_path, content, message):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    tiny_config.data.path = str(path)
+    with pytest.raises(CharLSTMError, match=message):
+        data.load_corpus(tiny_config.data)
+
+
 def test_corpus_shorter_than_a_window_is_an_error(tiny_config, tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("far too short for a window of twenty characters")

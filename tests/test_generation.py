@@ -1,6 +1,7 @@
 """charlstm.load and what it gives: batched and streamed samples, their likelihoods, scores, the
 temperature report; and scripts/generate.py around them."""
 
+import io
 import json
 import math
 import signal
@@ -112,47 +113,23 @@ def generate(run_dir, *args, **kwargs) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_prompts_from_a_file_and_stdin_and_outputs_as_json_lines_or_raw(model, trained_run_folder, tmp_path):
-    (tmp_path / "prompt.txt").write_text(PROMPT.upper() + "\n")
-    as_file = generate(trained_run_folder, "--prompt_file", str(tmp_path / "prompt.txt"), "--temperature", "0",
-                       "--length", "40", "--format", "raw")
-    as_stdin = subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "--workdir",
-                               str(trained_run_folder), "--prompt", "-", "--temperature", "0", "--length", "40",
-                               "--format", "raw"], input=PROMPT + "\n", capture_output=True, text=True)
-    greedy = model.generate(PROMPT + "\n", 40, 0.0)[0].text
-    assert as_file.stdout == as_stdin.stdout == greedy + "\n", (as_file.stderr, as_stdin.stderr)
-
-    out = tmp_path / "samples.jsonl"
-    result = generate(trained_run_folder, "--prompt", PROMPT, "--temperature", "0.5,1.0", "--num_samples", "2",
-                      "--length", "30", "--seed", "3", "--output", str(out))
+def test_a_prompt_from_stdin_ranked_samples_as_json_lines_and_the_best_beams(model, trained_run_folder):
+    result = run_script("generate.py", "--workdir", str(trained_run_folder), "--prompt", "-", "--temperature",
+                        "0.5,1.0", "--num_samples", "2", "--length", "30", "--seed", "3", "--rank", "--format",
+                        "jsonl", stdin=PROMPT.upper() + "\n")
     assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    expected = model.generate(PROMPT, 30, (0.5, 1.0), seed=3, num_samples=2)
-    assert records == [s.record() for s in expected]
-
-
-@pytest.mark.slow
-def test_rank_sorts_by_likelihood_and_beam_prints_the_best_beams(model, trained_run_folder):
-    result = generate(trained_run_folder, "--prompt", PROMPT, "--temperature", "1.0", "--num_samples", "5",
-                      "--length", "30", "--rank", "--format", "jsonl")
-    bpc = [json.loads(line)["bpc"] for line in result.stdout.splitlines()]
-    assert len(bpc) == 5 and bpc == sorted(bpc), result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = model.generate(PROMPT + "\n", 30, (0.5, 1.0), seed=3, num_samples=2)
+    assert records == sorted((s.record() for s in expected), key=lambda r: r["bpc"])
     result = generate(trained_run_folder, "--prompt", PROMPT, "--beam", "4", "--num_samples", "2", "--length", "20",
-                      "--format", "jsonl")
-    beams = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [b["text"] for b in beams] == [s.text for s in model.beam(PROMPT, 4, 20)[:2]]
+                      "--format", "raw")
+    assert result.stdout.splitlines() == [s.text for s in model.beam(PROMPT, 4, 20)[:2]], result.stderr
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
-    (["--beam", "0"], ["--beam=0"]),
     (["--beam", "3", "--temperature", "0.5"], ["--beam", "--temperature"]),
-    (["--beam", "3", "--num_samples", "4"], ["--num_samples=4", "--beam=3"]),
     (["--sweep_temperatures", "0.5,-1", "--report", "x"], ["--sweep_temperatures", ">= 0"]),
-    (["--sweep_temperatures", "0.5,hot", "--report", "x"], ["--sweep_temperatures", "numbers"]),
-    (["--temperature", "warm"], ["--temperature", "numbers"]),
-    (["--prompt_file", "/no/such/prompt.txt"], ["cannot read the prompt file", "No such file"]),
-    (["--prompt_file", sys.executable], ["not UTF-8 text"]),
     (["--prompt", "@pyproject.toml"], ["--prompt_file=pyproject.toml"]),
 ])
 def test_contradicting_or_bad_generation_flags_are_one_line_errors(trained_run_folder, args, words):
@@ -161,11 +138,24 @@ def test_contradicting_or_bad_generation_flags_are_one_line_errors(trained_run_f
     assert snapshot(trained_run_folder) == before
 
 
-@pytest.mark.slow
-def test_an_empty_stdin_prompt_is_refused(trained_run_folder):
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "--workdir",
-                             str(trained_run_folder), "--prompt", "-"], input="", capture_output=True, text=True)
-    assert_one_line_error(result, "stdin is empty")
+@pytest.mark.parametrize("values, words", [(["0.5", "-1"], ">= 0"), (["hot"], "give numbers"), (["nan"], ">= 0"),
+                                           (["inf"], ">= 0")])
+def test_bad_temperatures_are_refused(values, words):
+    with pytest.raises(CharLSTMError, match=words):
+        generation.parse_temperatures(values, "temperature")
+    assert generation.parse_temperatures(["0", "0.5", "1.2"], "temperature") == (0.0, 0.5, 1.2)
+
+
+def test_a_prompt_file_is_refused_when_missing_binary_or_empty(tmp_path, monkeypatch):
+    (tmp_path / "binary").write_bytes(b"\x00\x01\xffrest")
+    (tmp_path / "empty").write_text(" \n")
+    for source, words in [(tmp_path / "missing", "No such file"), (tmp_path / "binary", "not UTF-8 text"),
+                          (tmp_path / "empty", "is empty"), ("-", "stdin is empty")]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+        with pytest.raises(CharLSTMError, match=words):
+            generation.read_prompt(str(source))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("we the people\n".encode())))
+    assert generation.read_prompt("-") == "we the people\n"
 
 
 @pytest.mark.slow

@@ -101,12 +101,8 @@ def test_invalid_config_changes_nothing_in_an_existing_run(trained, field, value
     assert snapshot(workdir) == before
 
 
-CORPORA = {
+CORPORA = {  # Each case of data.load_corpus's own tests, through train.py resuming a run.
     "missing": (None, "does not exist"),
-    "directory": ("DIR", "is a directory"),
-    "empty": (b"", "is empty"),
-    "short": (b"too short to hold a single window of twenty characters", "seq_length"),
-    "nul bytes": (b"text\x00with a NUL byte" * 200, "NUL"),
     "not utf-8": (bytes(range(128, 256)) * 100, "undecodable"),
 }
 

@@ -105,14 +105,11 @@ def test_stateful_training_with_regularisers_runs_end_to_end(tiny_config, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fields", [
-    {"embed_dim": 8, "tie_weights": True},
-    {"cell": "mogrifier", "mogrifier_rounds": 2},
-])
-def test_the_regularisation_methods_train_resume_sample_score_and_export(tiny_config, tmp_path, fields):
-    """Every method at once on a tied head or a mogrifier: training, its resume, per-epoch and final scores,
+def test_the_regularisation_methods_train_resume_sample_score_and_export(tiny_config, tmp_path):
+    """Every method at once, a mogrifier with a tied head: training, its resume, per-epoch and final scores,
     the stateful sampler, beam search, dynamic evaluation and the NumPy export all run with them."""
-    tiny_config.model.update(dropout=0.1, embed_dropout=0.1, **fields)
+    tiny_config.model.update(dropout=0.1, embed_dropout=0.1, embed_dim=8, tie_weights=True, cell="mogrifier",
+                             mogrifier_rounds=2)
     tiny_config.train.update(activation_reg=1.0, temporal_activation_reg=1.0, stop_after_epoch=1)
     train_and_evaluate(tiny_config, tmp_path / "run")
     tiny_config.train.stop_after_epoch = 0
