@@ -81,18 +81,19 @@ def fits_on_validation(label: str) -> bool:
 
 def ngram_mixture(
     corpus: Corpus, order: int, first: int, scored: tuple[np.ndarray, np.ndarray],
-    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None, validation_name: str = "validation",
 ) -> tuple[np.ndarray, dict]:
     """The model mixed with a Kneser-Ney model of `order` on `corpus`'s training text: the mixed NLL `[n]`
     of the characters at position >= `first` of `scored` (ids `[first + n]`, the model's NLL `[n]`) and
     what it took (order, Kneser-Ney alone, weights, the text they were fitted on). With `validation`
-    (ids and the model's NLL, likewise) the weight is fitted there, else cross-fitted on the scored halves."""
+    (ids and the model's NLL, likewise; `validation_name` says what it is) the weight is fitted there, else
+    cross-fitted on the scored halves."""
     (ids, nll), ngram = scored, KneserNey(corpus.train_ids, order, corpus.vocab.size)
     ngram_nll = ngram.per_char_nll(ids, first)
     if validation is not None:
         val_ids, val_nll = validation
         weights = (fit_weight(val_nll, ngram.per_char_nll(val_ids, first)),)
-        fitted_on = "validation"
+        fitted_on = validation_name
         result = mixed_nll(nll, ngram_nll, weights[0])
     else:
         result, weights = cross_fitted_nll(nll, ngram_nll)

@@ -4,6 +4,7 @@
     python scripts/evaluate.py --workdir runs/obama --protocol stream
     python scripts/evaluate.py --workdir runs/obama --dynamic --dynamic_lr 1e-4 --dynamic_decay 1e-3
     python scripts/evaluate.py --workdir runs/obama --mix_ngram 12
+    python scripts/evaluate.py --workdir runs/obama --dynamic --mix_ngram 12 --tune
     python scripts/evaluate.py --workdir runs/obama --text some_speech.txt --tsv surprisal.tsv --html surprisal.html
 
 Every protocol scores the characters at position >= data.seq_length (of the
@@ -19,6 +20,8 @@ characters the cleaning removes are dropped with a warning, characters it
 keeps that the run never saw are an error (--config.sample.oov=skip drops
 them). --tsv and --html write each scored character's surprisal (the mixture's
 with --mix_ngram); the HTML page shades it, to show where the model is confused.
+--tune chooses --dynamic's lr and decay (over charlstm.tuning.GRID) and the
+mixture's weight on the first half of the scored text and scores the second.
 """
 
 import json
@@ -27,7 +30,7 @@ import sys
 import numpy as np
 from absl import flags
 
-from charlstm import cli, data, evaluate, mixture, protocols, trained_run
+from charlstm import cli, data, evaluate, mixture, protocols, trained_run, tuning
 from charlstm.errors import CharLSTMError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder made by scripts/train.py.")
@@ -54,6 +57,10 @@ _TSV = flags.DEFINE_string(
 )
 _HTML = flags.DEFINE_string(
     "html", "", "Write the text shaded by per-character surprisal to this HTML file; the mixture's with --mix_ngram."
+)
+_TUNE = flags.DEFINE_bool(
+    "tune", False, "Choose --dynamic's lr and decay (charlstm.tuning.GRID) and --mix_ngram's weight on the first "
+    "half of the scored text; report the second half.",
 )
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of lines.")
 cli.define_config_overrides(
@@ -101,6 +108,11 @@ def check_flags() -> None:
     if given and not (_DYNAMIC.value or _PROTOCOL.value == "dynamic"):
         first = next(iter(given.values())).name
         raise CharLSTMError(f"--{first} only acts with --dynamic (or --protocol dynamic): add it, or drop --{first}")
+    dynamic = _DYNAMIC.value or _PROTOCOL.value == "dynamic"
+    if _TUNE.value and not (dynamic or _MIX_NGRAM.value):
+        raise CharLSTMError("--tune chooses --dynamic's settings and --mix_ngram's weight: add one of them")
+    if _TUNE.value and (tuned := [f.name for f in (_DYNAMIC_LR, _DYNAMIC_DECAY) if f.present]):
+        raise CharLSTMError(f"--tune chooses --{tuned[0]} itself: drop --{tuned[0]}, or drop --tune")
     defaults = trained_run.default_config().eval.dynamic.to_dict()
     settings = {**defaults, **{field: flag.value for field, flag in given.items()}}
     names = {**protocols.dynamic.CONFIG_NAMES, **{field: f"--{flag.name}" for field, flag in given.items()}}
@@ -128,19 +140,29 @@ def main() -> None:
     corpus = run.corpus() if needs_corpus else None  # Read (and checked) once: it may be large.
     scoring = evaluate.Scoring.from_config(run.config, protocol, corpus.train_ids if corpus else None)
     name, ids = text_ids(run, corpus, text_path, split)
-    label = "text" if text_path else split
+    label, first = "text" if text_path else split, run.config.data.seq_length
+    tuned, validation = None, None
+    if _TUNE.value:  # The first half chooses; the second, never seen by the choice, is scored.
+        (tune_ids, ids), name = tuning.halves(ids, first), f"the second half of {name}"
+        if protocol == "dynamic":
+            scoring, grid = tuning.tune_dynamic(run.graphdef, run.params, tune_ids, scoring)
+            tuned = {"chosen": {k: scoring.settings[k] for k in tuning.GRID}, "grid": grid}
+        if order:
+            validation = tune_ids, model_nll(run, tune_ids, scoring)
+    elif order and mixture.fits_on_validation(label):
+        val_ids = evaluate.scored_ids(corpus.val_ids, run.config)
+        validation = val_ids, model_nll(run, val_ids, scoring)
     nll = model_nll(run, ids, scoring)
     loss = evaluate.average(nll)
     result = {
         "text": name, "checkpoint_step": run.step, "protocol": protocols.PROTOCOLS[protocol].label(scoring),
         "chars": len(nll), f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss),
     }
+    if tuned:
+        result["tuned"] = tuned
     if order:
-        validation = None
-        if mixture.fits_on_validation(label):
-            val_ids = evaluate.scored_ids(corpus.val_ids, run.config)
-            validation = val_ids, model_nll(run, val_ids, scoring)
-        nll, info = mixture.ngram_mixture(corpus, order, run.config.data.seq_length, (ids, nll), validation)
+        fitted_on = "the first half" if _TUNE.value else "validation"
+        nll, info = mixture.ngram_mixture(corpus, order, first, (ids, nll), validation, fitted_on)
         loss = evaluate.average(nll)
         result["mixture"] = {**info, f"{label}_loss": loss, f"{label}_bpc": evaluate.bits_per_char(loss)}
     if _JSON.value:
@@ -160,6 +182,10 @@ def describe(result: dict, label: str) -> str:
     scored = f"{result['chars']:,} characters of {result['text']}, checkpoint step {result['checkpoint_step']}"
     score = f"{label}_loss {result[f'{label}_loss']:.4f}  {label}_bpc {result[f'{label}_bpc']:.4f}"
     lines = [f"{score}  ({result['protocol']}; {scored})"]
+    if tuned := result.get("tuned"):
+        grid = ", ".join(f"lr {p['learning_rate']:g} decay {p['decay']:g}: {p['bpc']:.4f}" for p in tuned["grid"])
+        lines.append(f"chosen on the first half: lr {tuned['chosen']['learning_rate']:g}, decay "
+                     f"{tuned['chosen']['decay']:g} (bpc there: {grid})")
     if mix := result.get("mixture"):
         weights = ", ".join(f"{w:.3f}" for w in mix["model_weights"])
         lines.append(
