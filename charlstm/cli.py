@@ -133,23 +133,20 @@ def config_name(config_flag: str = "config") -> str:
 
 def write_file(path: str, text: str, flag: str) -> None:
     """Writes `text` to `path`, creating its folder; failing is a user error that names `--flag`."""
-    try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
-    except OSError as e:
-        raise CharLSTMError(f"could not write --{flag}={path}: {e.strerror}: give a writable file path") from None
+    with open_output(path, flag) as out:
+        out.write(text)
 
 
 @contextlib.contextmanager
 def open_output(path: str, flag: str) -> Iterator[TextIO]:
-    """`path` opened for writing as text, its folder created; failing is a user error that names `--flag`."""
+    """`path` opened for writing as text, its folder created; failing to make, open or write it is a user
+    error that names `--flag`."""
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        out = open(path, "w")
+        with open(path, "w") as out:
+            yield out
     except OSError as e:
         raise CharLSTMError(f"could not write --{flag}={path}: {e.strerror}: give a writable file path") from None
-    with out:
-        yield out
 
 
 # glibc mallopt() parameters (malloc.h).

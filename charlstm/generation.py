@@ -13,6 +13,7 @@ from; both are sums of the sampler's per-step log-softmax (charlstm.sampling).
 """
 
 import dataclasses
+import inspect
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from charlstm import beam, data, evaluate, sampling, trained_run
+from charlstm import beam, data, evaluate, protocols, sampling, trained_run
 from charlstm.errors import CharLSTMError
 from charlstm.protocols.base import Scoring
 
@@ -155,11 +156,17 @@ class Model:
         self.run, self.prime_in_pieces = run, prime_in_pieces  # See sampling.prime.
         self.config, self.vocab, self.step = run.config, run.vocab, run.step
 
-    def prompt_ids(self, prompt: str) -> np.ndarray:
-        """Ids of `prompt` cleaned as the training text was; warnings on stderr for what was dropped."""
-        ids, warnings = self.run.encode(prompt, "prompt")
+    def encode(self, text: str, what: str) -> np.ndarray:
+        """Ids of `text` cleaned as the training text was (trained_run.Run.encode); warnings on stderr for
+        what was dropped, naming the text as `what`."""
+        ids, warnings = self.run.encode(text, what)
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
+        return ids
+
+    def prompt_ids(self, prompt: str) -> np.ndarray:
+        """Ids of `prompt` (encode), refused when the cleaning leaves nothing."""
+        ids = self.encode(prompt, "prompt")
         if not len(ids):
             raise CharLSTMError("the prompt has no characters left after cleaning: give another")
         return ids
@@ -220,7 +227,9 @@ class Model:
         streamed = None
         for streamed in self.stream_rows(prompt, **settings):
             write(streamed[1])
-        rows, s = streamed[0], dict(temperature=1.0, seed=0, sample=0) | settings
+        called = inspect.signature(self.stream_rows).bind(prompt, **settings)
+        called.apply_defaults()  # The settings stream_rows drew with, its defaults included.
+        s, rows = called.arguments, streamed[0]
         return Sample(prompt, s["temperature"], s["seed"], s["sample"], rows.text(0), *rows.bpc(0))
 
     def stream_rows(
@@ -259,9 +268,7 @@ class Model:
         """The surprisal of `text`'s characters. Under `protocol` (default: the run's eval.protocol) after
         the first data.seq_length as context; a shorter text is scored from its second character on, one
         state carried from its first (the `stream` protocol)."""
-        ids, warnings = self.run.encode(text, "text")
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
+        ids = self.encode(text, "text")
         if len(ids) < 2:
             raise CharLSTMError("the text to score has fewer than 2 characters after cleaning: give a longer one")
         seq_length, protocol = self.config.data.seq_length, protocol or self.config.eval.protocol
@@ -269,7 +276,8 @@ class Model:
             scoring, how = dataclasses.replace(Scoring.from_config(self.config, "stream"), first=1), (
                 f"stream from the first character: the text is not longer than data.seq_length={seq_length}")
         else:
-            train_ids = self.run.corpus().train_ids if protocol == "dynamic" else None
+            reads_training_text = protocol in protocols.PROTOCOLS and protocols.PROTOCOLS[protocol].reads_training_text
+            train_ids = self.run.corpus().train_ids if reads_training_text else None
             scoring = Scoring.from_config(self.config, protocol, train_ids)
             how = f"{protocol}: the first {seq_length} characters are context only"
         nll = evaluate.per_char_nll(self.run.graphdef, self.run.params, ids, scoring)

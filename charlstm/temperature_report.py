@@ -167,9 +167,9 @@ def sweep(model: generation.Model, prompt: str, temperatures: tuple[float, ...],
           length: int | None, directory: str | Path) -> list[dict]:
     """Samples `prompt` at each temperature, `num_samples` each in one batched call, and writes the report
     of them into `directory`; returns its rows. The Kneser-Ney judge is fitted on the run's corpus."""
-    samples = model.generate(prompt, length, temperatures, seed=seed, num_samples=num_samples)
+    prompt_ids = model.prompt_ids(prompt)  # Cleaned once: its warnings print once.
+    samples = model.generate(model.vocab.decode(prompt_ids), length, temperatures, seed=seed, num_samples=num_samples)
     corpus = model.run.corpus()
-    prompt_ids = model.prompt_ids(prompt)
     scored = [Sample(s.temperature, prompt_ids, model.vocab.encode(s.text), s.bpc) for s in samples]
     orders = tuple(order for order in ngram.ORDERS if order - 1 <= len(prompt_ids))
     judge = ngram.best_on_validation(corpus, model.config.data.seq_length, orders)
