@@ -32,6 +32,7 @@ def kernel_extensions() -> list[Extension]:
         Extension(
             "charlstm._lstm_cpu",
             ["csrc/lstm_cpu.cc"],
+            depends=["csrc/lstm_loops.inc"],
             include_dirs=[jax.ffi.include_dir(), scipy_openblas32.get_include_dir()],
             # No -march: the kernel picks its loops' instruction set when loaded (VECTOR_CLONES), so a build
             # runs on any CPU of the architecture. OpenBLAS is not linked here: charlstm.lstm.cpu_kernel

@@ -20,7 +20,8 @@ VECTOR_FEATURES = (
 )
 # Environment variables that change which code runs or how many threads it takes.
 VARIABLES = (
-    "CHARLSTM_CPU_KERNEL", "CHARLSTM_MALLOC", "JAX_PLATFORMS", "XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+    "CHARLSTM_CPU_KERNEL", "CHARLSTM_CPU_ISA", "CHARLSTM_MALLOC", "JAX_PLATFORMS", "XLA_FLAGS", "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
 )
 GIT_TIMEOUT_SECONDS = 5  # A checkout on a slow or hung filesystem must not hold training up.
 PROJECT = Path(__file__).resolve().parents[1]  # The checkout's root when the package runs from one.

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <exception>
 #include <initializer_list>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <thread>
@@ -24,51 +25,70 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// The element-wise loops are compiled for several x86-64 levels (AVX-512, AVX2 with FMA, baseline) and
-// the loader picks the best this CPU runs, so a kernel built on one machine runs on any other (a
-// -march=native build would crash with an illegal instruction on an older CPU). GCC 11 cannot clone by
-// level, so there the AVX2 copy goes without FMA. Other compilers and architectures: as built.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#elif defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// The element-wise loops (csrc/lstm_loops.inc) are compiled once per x86-64 level: AVX-512, AVX2 with FMA,
+// and the baseline. The kernel runs the best this CPU has, or the one that charlstm.lstm.cpu_kernel asks for
+// (CHARLSTM_CPU_ISA), so a build from one machine runs on any other (a -march=native build would crash with
+// an illegal instruction on an older CPU) and each copy can be tested where it runs. GCC 11 cannot compile
+// by level, so there the AVX2 copy goes without FMA. Other compilers and architectures: one copy, as built.
+namespace baseline {
+#include "lstm_loops.inc"
+}  // namespace baseline
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define CHARLSTM_X86_LEVELS
+#pragma GCC push_options
+#if __GNUC__ >= 12
+#pragma GCC target("arch=x86-64-v3")
 #else
-#define VECTOR_CLONES
+#pragma GCC target("avx2")
+#endif
+namespace avx2 {
+#include "lstm_loops.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#if __GNUC__ >= 12
+#pragma GCC target("arch=x86-64-v4")
+#else
+#pragma GCC target("avx512f")
+#endif
+namespace avx512 {
+#include "lstm_loops.inc"
+}  // namespace avx512
+#pragma GCC pop_options
 #endif
 
-// e^x for x in [-87, 87] (the caller keeps it there): 2^n * e^r with n = round(x / ln 2) and
-// |r| <= ln(2) / 2, e^r by its Taylor polynomial of degree 7 (relative error below 1e-7). Written so that
-// the compiler vectorises it.
-inline float exp_approx(float x) {
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // Round to nearest: 1.5 * 2^23.
-  const float r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;  // ln 2 in two parts.
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
-}
+// One compiled copy of the loops, by the name CHARLSTM_CPU_ISA gives it.
+struct Loops {
+  const char* name;
+  bool (*runs_here)();
+  decltype(&baseline::AddTo) add_to;
+  decltype(&baseline::step_forward) step_forward;
+  decltype(&baseline::step_backward) step_backward;
+};
 
-// tanh(x) = (e^2x - 1) / (e^2x + 1), absolute error about 1e-7. |x| is capped at 9, past which tanh is
-// ±1 in float32; NaN stays NaN. The cap works on the float's bits, so it is an integer min, not a branch:
-// GCC 11 cannot vectorise a loop around a clamp of the float itself (it threads the clamped paths).
-inline float tanh_approx(float x) {
-  constexpr uint32_t kSign = 0x80000000u, kInfinity = 0x7f800000u, kNine = 0x41100000u;  // 9.0f
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  const uint32_t magnitude = bits & ~kSign;
-  bits = (bits & kSign) | (magnitude > kInfinity ? magnitude : std::min(magnitude, kNine));
-  std::memcpy(&x, &bits, sizeof x);
-  const float e = exp_approx(2.0f * x);
-  return (e - 1.0f) / (e + 1.0f);
-}
+// The copies, best first.
+constexpr Loops kLoops[] = {
+#ifdef CHARLSTM_X86_LEVELS
+#if __GNUC__ >= 12
+    {"avx512", [] { return __builtin_cpu_supports("x86-64-v4") > 0; }, avx512::AddTo, avx512::step_forward,
+     avx512::step_backward},
+    {"avx2", [] { return __builtin_cpu_supports("x86-64-v3") > 0; }, avx2::AddTo, avx2::step_forward,
+     avx2::step_backward},
+#else
+    {"avx512", [] { return __builtin_cpu_supports("avx512f") > 0; }, avx512::AddTo, avx512::step_forward,
+     avx512::step_backward},
+    {"avx2", [] { return __builtin_cpu_supports("avx2") > 0; }, avx2::AddTo, avx2::step_forward, avx2::step_backward},
+#endif
+#endif
+    {"baseline", [] { return true; }, baseline::AddTo, baseline::step_forward, baseline::step_backward},
+};
+
+// The copy the handlers call: the best this CPU runs until CharlstmUseLoops picks another.
+const Loops* loops = [] {
+  for (const auto& candidate : kLoops)
+    if (candidate.runs_here()) return &candidate;
+  return &kLoops[std::size(kLoops) - 1];
+}();
 
 // OpenBLAS's functions, handed over by charlstm.lstm.cpu_kernel (CharlstmUseOpenblas) from the
 // scipy-openblas32 library it loads privately: loaded globally instead, it would also serve (and set the
@@ -147,80 +167,11 @@ ffi::Error Guarded(const Body& body) {
   }
 }
 
-// out += in, n floats (restrict parameters, so that the compiler vectorises it).
-VECTOR_CLONES void AddTo(int64_t n, const float* __restrict in, float* __restrict out) {
-  for (int64_t j = 0; j < n; ++j) out[j] += in[j];
-}
-
 // A table row for a character id, clamped into [0, vocab) so that no id reads or writes outside the
 // table (jnp indexing would wrap a negative id instead; the data's ids are always in range).
 template <typename Float>
 Float* TableRow(Float* table, int64_t vocab, int64_t width, int32_t id) {
   return table + std::clamp<int64_t>(id, 0, vocab - 1) * width;
-}
-
-// One batch row's c and h from its gates' tanh. Every array is a separate restrict parameter
-// (the gates are four slices of one row) so that the compiler vectorises the loop. Inlined into each
-// of step_forward's clones, and so compiled for its instruction set; likewise the other row functions.
-[[gnu::always_inline]] inline void row_forward(int units, const float* __restrict i, const float* __restrict f,
-                                               const float* __restrict g, const float* __restrict o,
-                                               const float* __restrict c_prev, float* __restrict c,
-                                               float* __restrict h) {
-  for (int u = 0; u < units; ++u) {
-    c[u] = (0.5f + 0.5f * f[u]) * c_prev[u] + (0.5f + 0.5f * i[u]) * g[u];
-    h[u] = (0.5f + 0.5f * o[u]) * tanh_approx(c[u]);
-  }
-}
-
-// z[j] = tanh(scale * (z[j] + x[j])) for n gates of one row.
-[[gnu::always_inline]] inline void GateTanh(int n, float scale, const float* __restrict x, float* __restrict z) {
-  for (int j = 0; j < n; ++j) z[j] = tanh_approx(scale * (z[j] + x[j]));
-}
-
-// One step's gates, in place: z [batch, 4*units] holds h @ kernel; with each row's input projection
-// x_rows[b] added they become the tanh of the pre-activations; then c and h.
-VECTOR_CLONES void step_forward(int batch, int units, float* z, const float* const* x_rows, const float* c_prev,
-                                float* c, float* h) {
-  for (int b = 0; b < batch; ++b) {
-    float* zb = z + static_cast<size_t>(b) * 4 * units;
-    const float* xb = x_rows[b];
-    GateTanh(2 * units, 0.5f, xb, zb);                      // i, f
-    GateTanh(units, 1.0f, xb + 2 * units, zb + 2 * units);  // g
-    GateTanh(units, 0.5f, xb + 3 * units, zb + 3 * units);  // o
-    const size_t row = static_cast<size_t>(b) * units;
-    row_forward(units, zb, zb + units, zb + 2 * units, zb + 3 * units, c_prev + row, c + row, h + row);
-  }
-}
-
-// One batch row back, in place: the gates' tanh (i, f, g, o) become the gradients of their
-// pre-activations, and dc that of the previous c.
-[[gnu::always_inline]] inline void row_backward(int units, float* __restrict i, float* __restrict f,
-                                                float* __restrict g, float* __restrict o, const float* __restrict c,
-                                                const float* __restrict c_prev, const float* __restrict dh,
-                                                float* __restrict dc) {
-  for (int u = 0; u < units; ++u) {
-    const float tanh_c = tanh_approx(c[u]);
-    const float grad_c = dc[u] + dh[u] * (0.5f + 0.5f * o[u]) * (1.0f - tanh_c * tanh_c);
-    // d tanh(s*z)/dz = s * (1 - t^2); d sigmoid = half of that: 0.25 for the gates scaled by 0.5.
-    o[u] = dh[u] * 0.25f * tanh_c * (1.0f - o[u] * o[u]);
-    dc[u] = grad_c * (0.5f + 0.5f * f[u]);
-    f[u] = grad_c * 0.25f * c_prev[u] * (1.0f - f[u] * f[u]);
-    const float i_u = i[u];
-    i[u] = grad_c * 0.25f * g[u] * (1.0f - i_u * i_u);
-    g[u] = grad_c * (0.5f + 0.5f * i_u) * (1.0f - g[u] * g[u]);
-  }
-}
-
-// One step back, in place: the step's gates in z become dz, the gradient of its pre-activations.
-// dh holds the gradient reaching this step's h (from the output and later steps), dc that of its c;
-// dc becomes the gradient of the previous c. The caller turns dz into the previous step's dh.
-VECTOR_CLONES void step_backward(int batch, int units, float* z, const float* c, const float* c_prev, const float* dh,
-                                 float* dc) {
-  for (int b = 0; b < batch; ++b) {
-    float* zb = z + static_cast<size_t>(b) * 4 * units;
-    const size_t row = static_cast<size_t>(b) * units;
-    row_backward(units, zb, zb + units, zb + 2 * units, zb + 3 * units, c + row, c_prev + row, dh + row, dc + row);
-  }
 }
 
 bool HasShape(ffi::Span<const int64_t> dims, std::initializer_list<int64_t> shape) {
@@ -295,7 +246,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi
         float* c_t = save ? out.cs + h_t : scratch.data() + rows * (width + (t % 2) * units);
         PointAtInputs(x, ids, t, batch, first, width, x_rows);
         sgemm(false, false, rows, width, units, h_prev, units, kernel.typed_data(), width, 0.0f, z_t, width);
-        step_forward(rows, units, z_t, x_rows.data(), c_prev, c_t, out.hs + h_t);
+        loops->step_forward(rows, units, z_t, x_rows.data(), c_prev, c_t, out.hs + h_t);
         h_prev = out.hs + h_t;
         c_prev = c_t;
       }
@@ -364,13 +315,13 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
       float* table = partial_tables.data() + block * vocab * width;
       for (int64_t t = time - 1; t >= 0; --t) {
         const size_t h_t = t * step_h + first * units;
-        AddTo(rows * units, dh_out + h_t, dh_rows);
+        loops->add_to(rows * units, dh_out + h_t, dh_rows);
         const float* c_prev = t ? c + h_t - step_h : c0.typed_data() + first * units;
         float* z_t = z + t * step_z + first * width;
-        step_backward(rows, units, z_t, c + h_t, c_prev, dh_rows, dc_rows);
+        loops->step_backward(rows, units, z_t, c + h_t, c_prev, dh_rows, dc_rows);
         for (int64_t b = 0; gather && b < rows; ++b) {
           const int32_t id = ids.typed_data()[t * batch + first + b];
-          AddTo(width, z_t + b * width, TableRow(table, vocab, width, id));
+          loops->add_to(width, z_t + b * width, TableRow(table, vocab, width, id));
         }
         sgemm(false, false, rows, units, width, z_t, width, kernel_t.data(), units, 0.0f, dh_rows, units);
       }
@@ -378,7 +329,7 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
     if (gather) {
       std::fill_n(d_table->typed_data(), vocab * width, 0.0f);
       for (size_t k = 0; k < partial_tables.size(); k += vocab * width)
-        AddTo(vocab * width, partial_tables.data() + k, d_table->typed_data());
+        loops->add_to(vocab * width, partial_tables.data() + k, d_table->typed_data());
     }
     // d_kernel = h0^T dz[0] + hs[:-1]^T dz[1:]: [units, batch] @ [batch, 4*units], then one large sgemm,
     // each thread taking a block of d_kernel's columns.
@@ -418,6 +369,28 @@ extern "C" void CharlstmUseOpenblas(void* sgemm, void* get_num_threads, void* se
 extern "C" const char* CharlstmCompiler() { return CHARLSTM_COMPILER; }
 extern "C" const char* CharlstmBuildFlags() { return CHARLSTM_BUILD_FLAGS; }
 extern "C" int CharlstmThreads() { return KernelThreads(); }
+
+// The loops' copies this CPU runs, best first, comma-separated; the one in use; and a switch to the one
+// named (0), refused for a name this CPU cannot run or that was not compiled (1). The handlers read the
+// choice on every call, so a switch between calls needs no recompilation.
+extern "C" const char* CharlstmLoopsHere() {
+  static const std::string names = [] {
+    std::string joined;
+    for (const auto& candidate : kLoops)
+      if (candidate.runs_here()) joined += (joined.empty() ? "" : ",") + std::string(candidate.name);
+    return joined;
+  }();
+  return names.c_str();
+}
+extern "C" const char* CharlstmLoopsInUse() { return loops->name; }
+extern "C" int CharlstmUseLoops(const char* name) {
+  for (const auto& candidate : kLoops)
+    if (std::strcmp(candidate.name, name) == 0 && candidate.runs_here()) {
+      loops = &candidate;
+      return 0;
+    }
+  return 1;
+}
 
 // Each handler's binding (buffers in, results out) is deduced from its function's signature.
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmForward, LstmForwardImpl);

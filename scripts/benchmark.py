@@ -7,6 +7,7 @@ which run (default: train, eval and generate).
     python scripts/benchmark.py --section export --workdir runs/obama
     python scripts/benchmark.py --section train --config configs/obama.py --batch_size 256
     python scripts/benchmark.py --section train --config configs/obama_lab.py --keras_python /tmp/keras-lab/bin/python
+    python scripts/benchmark.py --section phases --config configs/obama_lab.py
 
 generate (charlstm/benchmarks/generation.py): characters per second of the stateful sampler against
 the lab's method on the same model, at batch 1 and 64, and streamed at batch 1. Without --workdir the model is freshly
@@ -26,9 +27,16 @@ step, each other LSTM implementation that runs here and, with PyTorch importable
 the same step in torch. With --keras_python (a Python with TensorFlow), the Keras lab's model trained
 the lab's way (scripts/benchmark_keras_lab.py) in rounds, each right after a round of our step.
 
+phases (phases.py): one train step in --config's shapes split at the top layer's outputs into its
+phases (the layers' forward pass, the head and loss with their backward, the layers' backward pass, the
+optimizer's update), each timed with the previous one finished, ours and PyTorch's in turns, beside each
+whole step; and the first layer's weight-gradient matmul alone in the same shape. --train_steps of them;
+the median counts.
+
 In the header, cpu names the CPU model and vector_extensions the ones it has (figures depend on
 both), cpus the cores this process may run on, cpu_kernel whether the compiled CPU kernel loaded (or
-why not), cudnn whether cuDNN runs float32 LSTM layers here (or why not), and torch_device where
+why not), kernel_loops and kernel_openblas_core the instruction set of its loops and of its OpenBLAS,
+cudnn whether cuDNN runs float32 LSTM layers here (or why not), and torch_device where
 PyTorch ran (null: not at all). Scripts tune glibc's malloc (charlstm.cli.keep_freed_memory);
 CHARLSTM_MALLOC=default in the environment measures without that tuning.
 """
@@ -48,6 +56,7 @@ from charlstm.benchmarks.evaluation import eval_section
 from charlstm.benchmarks.exports import export_section
 from charlstm.benchmarks.generation import generate_section
 from charlstm.benchmarks.keras_lab import keras_lab_command
+from charlstm.benchmarks.phases import phases_section
 from charlstm.benchmarks.torch_step import torch_device
 from charlstm.benchmarks.training import train_section
 from charlstm.data import Vocab
@@ -56,7 +65,7 @@ from charlstm.lstm import cpu_kernel, cudnn
 KERAS_LAB_SCRIPT = Path(__file__).with_name("benchmark_keras_lab.py")
 
 _SECTIONS = flags.DEFINE_multi_enum(
-    "section", ["train", "eval", "generate"], ["train", "eval", "generate", "export"],
+    "section", ["train", "eval", "generate"], ["train", "eval", "generate", "export", "phases"],
     "Sections to run (default: train, eval, generate; export needs onnxruntime).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run folder whose best checkpoint to use; empty: a fresh model.")
@@ -73,7 +82,9 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Train section: windows per 
 _EVAL_CHARS = flags.DEFINE_integer(
     "eval_chars", 25_000, "Eval section: characters scored (default: about the Obama validation split).", lower_bound=1
 )
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 20, "Train section: timed steps; the median counts.", lower_bound=1)
+_TRAIN_STEPS = flags.DEFINE_integer(
+    "train_steps", 20, "Train and phases sections: timed steps; the median counts.", lower_bound=1
+)
 _KERAS_PYTHON = flags.DEFINE_string(
     "keras_python", "", "Train section: a Python with TensorFlow, to time the Keras lab's step in turns with ours."
 )
@@ -121,16 +132,18 @@ def main() -> None:
         "eval": lambda: eval_section(model(), eval_chars, repeats),
         "generate": lambda: generate_section(model(), length, lab_length, repeats),
         "export": lambda: export_section(*export_inputs(workdir), model(), length, repeats),
+        "phases": lambda: phases_section(config, steps),
     }
     results = {}
     for section in dict.fromkeys(_SECTIONS.value):
         results.update(sections[section]())
-    machine = environment.cpu()
+    machine, kernel = environment.cpu(), cpu_kernel.build_info()
     setup = {"device": str(jax.devices()[0]), "cpu": machine.get("model"), "vector_extensions": machine.get("features"),
              "cpus": len(os.sched_getaffinity(0)), "jax": jax.__version__, "length": length,
              "lab_length": lab_length, "repeats": repeats,
              "malloc": os.environ.get("CHARLSTM_MALLOC", "tuned"),
              "cpu_kernel": cpu_kernel.load_failure() or "loaded",
+             **{f"kernel_{key}": kernel[key] for key in ("loops", "openblas_core") if key in kernel},
              "cudnn": cudnn.unavailable(jnp.dtype("float32")) or "available", "torch_device": torch_device()}
     if _JSON.value:
         print(json.dumps({**setup, **results}))

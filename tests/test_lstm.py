@@ -45,17 +45,28 @@ def by_tier(names) -> list:
     return [n if n == DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
 
-@pytest.fixture(params=by_tier(lstm.IMPLEMENTATIONS))
+# The CPU kernel with each copy of its loops this CPU runs but the best (which "cpu_kernel" runs), by name.
+OTHER_LOOPS = cpu_kernel.loops_here()[1:] if cpu_kernel.available() else []
+
+
+@pytest.fixture(params=[*by_tier(lstm.IMPLEMENTATIONS),
+                        *(pytest.param(f"cpu_kernel:{name}", marks=pytest.mark.slow) for name in OTHER_LOOPS)])
 def scan(request, monkeypatch):
     """The layer through each implementation by name, where it runs here; cuDNN off a CUDA GPU with jax's
-    reference mathematics in place of the library call."""
-    name = request.param
+    reference mathematics in place of the library call; the CPU kernel also with each other copy of its loops."""
+    name, _, loops = request.param.partition(":")
     if name == "cudnn" and not ON_CUDA:
         monkeypatch.setattr(rnn, "lstm", lstm_from_reference)
-        return functools.partial(lstm.with_edges_settled, cudnn.lstm_scan)
+        yield functools.partial(lstm.with_edges_settled, cudnn.lstm_scan)
+        return
     if reason := lstm.IMPLEMENTATIONS[name].unavailable(jnp.dtype("float32")):
         pytest.skip(f"{name} cannot run here: {reason}")
-    return functools.partial(lstm.lstm_scan, name)
+    best = cpu_kernel.loops_in_use() if loops else None
+    if loops:
+        cpu_kernel.use_loops(loops)
+    yield functools.partial(lstm.lstm_scan, name)
+    if best:
+        cpu_kernel.use_loops(best)
 
 
 def random_layer(batch=3, time=7, units=5, vocab=0, inputs=6, seed=0, dtype=jnp.float32):
@@ -332,3 +343,38 @@ def test_the_real_cudnn_call_traces_to_our_layers_shapes(monkeypatch, vocab):
 def test_ci_built_and_loaded_the_kernel():
     """CI has a compiler: a kernel that stopped compiling must fail there, not skip its tests."""
     assert cpu_kernel.available(), cpu_kernel.load_failure()
+
+
+@needs_kernel
+def test_kernel_loops_are_chosen_by_name_and_a_name_this_cpu_cannot_run_is_refused():
+    """The best copy of the loops runs by default; use_loops switches; a bad name leaves the choice as it was."""
+    here = cpu_kernel.loops_here()
+    assert here[-1] == "baseline" and cpu_kernel.loops_in_use() == here[0]
+    if here[0] in cpu_kernel.OPENBLAS_CORES:  # OpenBLAS runs kernels of the same instruction set.
+        assert cpu_kernel.build_info()["openblas_core"] == cpu_kernel.OPENBLAS_CORES[here[0]]
+    with pytest.raises(CharLSTMError, match="runs the kernel's .*baseline loops"):
+        cpu_kernel.use_loops("neon")
+    assert cpu_kernel.loops_in_use() == here[0]
+
+
+@needs_kernel
+def test_the_environment_names_the_loops_and_a_bad_name_stops_a_script_with_one_line(tmp_path):
+    """The loops and OpenBLAS's core follow CHARLSTM_CPU_ISA (the environment's OPENBLAS_CORETYPE, meant for other
+    OpenBLAS users, is left as it was); a name this CPU cannot run stops a script before any work."""
+    program = ("import os; from charlstm.lstm import cpu_kernel; info = cpu_kernel.build_info(); "
+               "print(info['loops'], info['openblas_core'], os.environ['OPENBLAS_CORETYPE'])")
+    name = "avx2" if "avx2" in cpu_kernel.loops_here() else "baseline"
+    chosen = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, cpu_kernel.ISA_ENV: name, "OPENBLAS_CORETYPE": "Prescott"})
+    assert chosen.stdout.split() == [name, cpu_kernel.OPENBLAS_CORES.get(name, "Prescott"), "Prescott"], chosen.stderr
+    refused = subprocess.run(
+        [sys.executable, "scripts/train.py", "--config", "configs/tiny.py", "--workdir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, cpu_kernel.ISA_ENV: "sse9"},
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {cpu_kernel.ISA_ENV}='sse9' cannot run here: this CPU runs the kernel's "
+        f"{', '.join(cpu_kernel.loops_here())} loops; name one of them, or leave {cpu_kernel.ISA_ENV} unset "
+        "for the best"
+    ]
+    assert not (tmp_path / "run").exists()

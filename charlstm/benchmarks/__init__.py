@@ -5,7 +5,8 @@
 - `exports.py`: the NumPy and onnxruntime samplers of a run's exports beside the JAX sampler.
 - `evaluation.py`: each evaluation protocol and dynamic evaluation.
 - `training.py`: the train step beside the LSTM's other implementations and PyTorch's step.
-- `torch_step.py`: the same train step in PyTorch, where it is installed.
+- `phases.py`: one train step split into its phases, ours beside PyTorch's.
+- `torch_step.py`: the same train step in PyTorch, where it is installed, whole or split into phases.
 - `keras_lab.py`: the Keras lab's step (scripts/benchmark_keras_lab.py) in rounds beside ours.
 
 Speed does not depend on the weights or the text, so a section runs on a fresh model and random ids

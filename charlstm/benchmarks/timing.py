@@ -42,6 +42,13 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / median_seconds(lambda: matmul(a, a), repeats) / 1e9
 
 
+def clocked(phases: dict[str, float], name: str, began: float) -> float:
+    """Records the seconds since `began` as phase `name`; returns the clock now, the next phase's start."""
+    now = time.perf_counter()
+    phases[name] = now - began
+    return now
+
+
 def interleaved_steps(steps: dict[str, Callable[[int], Any]], count: int) -> dict[str, dict[str, float]]:
     """Median seconds and minor page faults per step of each of `steps`, run in turns (step i of every
     one, then step i + 1) after WARMUP_STEPS each: the machine's drifting speed then affects all alike."""

@@ -6,8 +6,11 @@ OpenBLAS matmul and one vectorised loop with no per-step dispatch; the kernel sp
 over up to one thread per core (OPENBLAS_NUM_THREADS caps how many), each running its rows' whole
 time loop with single-threaded OpenBLAS; small batches and one-step calls (sampling) stay on one
 thread. With character ids it gathers the table's rows itself and sums their gradient by id, so
-x_proj and its gradient are never written out whole. One CPU device, float32 only; the environment
-variable CHARLSTM_CPU_KERNEL=off makes it unavailable, as on a machine where it did not build.
+x_proj and its gradient are never written out whole. Its element-wise loops are compiled for AVX-512,
+AVX2 and baseline x86-64: it runs the best this CPU has, or the copy CHARLSTM_CPU_ISA names
+(use_loops switches between calls), and its OpenBLAS the kernels of the same instruction set. One CPU
+device, float32 only; the environment variable CHARLSTM_CPU_KERNEL=off makes it unavailable, as on a
+machine where it did not build.
 """
 
 import ctypes
@@ -20,10 +23,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from charlstm.errors import CharLSTMError
 from charlstm.lstm.cell import Carry, projection_inputs, with_saved_gates
 
 FORWARD, BACKWARD, INFERENCE = "charlstm_lstm_forward", "charlstm_lstm_backward", "charlstm_lstm_inference"
 DISABLE_ENV = "CHARLSTM_CPU_KERNEL"  # 'off': behave as if the kernel had not been built.
+ISA_ENV = "CHARLSTM_CPU_ISA"  # 'avx512', 'avx2' or 'baseline': the loops' copy to run (unset: the best here).
 
 
 def _openblas_path() -> str:
@@ -39,6 +44,27 @@ def _openblas_path() -> str:
     return str(libraries[0])
 
 
+# The OpenBLAS core (its kernels' instruction set) for the kernel's loops at load. OpenBLAS's own choice may be
+# an older one: a CPU newer than its tables, or OPENBLAS_CORETYPE set for the process's other OpenBLAS users.
+# On an AVX-512 CPU its AVX-512 kernels take the train step 0.7x the time of its AVX2 ones (docs/speed.md).
+OPENBLAS_CORES = {"avx512": "SkylakeX", "avx2": "Haswell"}  # 'baseline': OpenBLAS's own choice.
+
+
+def _load_openblas(core: str | None) -> ctypes.CDLL:
+    """scipy-openblas32's library, loaded privately, its core `core` (None: OpenBLAS's own choice), which it
+    reads from OPENBLAS_CORETYPE once, when loaded; the process's environment is restored after."""
+    saved = os.environ.get("OPENBLAS_CORETYPE")
+    if core:
+        os.environ["OPENBLAS_CORETYPE"] = core
+    try:
+        return ctypes.CDLL(_openblas_path())
+    finally:
+        if core and saved is None:
+            del os.environ["OPENBLAS_CORETYPE"]
+        elif core:
+            os.environ["OPENBLAS_CORETYPE"] = saved
+
+
 @functools.cache
 def load_failure() -> str | None:
     """Loads the kernel and registers its handlers with XLA's CPU backend, once; why it could not, or None."""
@@ -48,8 +74,10 @@ def load_failure() -> str | None:
     if spec is None or spec.origin is None:
         return "it was not built (no C++ compiler at install time): reinstall with `pip install -e .` to build it"
     try:
-        openblas = ctypes.CDLL(_openblas_path())
         library = ctypes.CDLL(spec.origin)
+        if name := os.environ.get(ISA_ENV):
+            _switch_loops(library, name, f"{ISA_ENV}={name!r}")
+        openblas = _load_openblas(OPENBLAS_CORES.get(_text(library, "CharlstmLoopsInUse")))
         functions = ("scipy_cblas_sgemm", "scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads")
         library.CharlstmUseOpenblas(*(ctypes.cast(getattr(openblas, name), ctypes.c_void_p) for name in functions))
     except (ImportError, OSError, AttributeError) as error:
@@ -58,6 +86,43 @@ def load_failure() -> str | None:
     jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.CharlstmLstmBackward), platform="cpu")
     jax.ffi.register_ffi_target(INFERENCE, jax.ffi.pycapsule(library.CharlstmLstmInference), platform="cpu")
     return None
+
+
+def _switch_loops(library: ctypes.CDLL, name: str, asked: str) -> None:
+    """Makes the kernel run the loops compiled for `name`; one clear error (naming what runs) if it cannot."""
+    if library.CharlstmUseLoops(name.encode()) != 0:
+        here = _text(library, "CharlstmLoopsHere")
+        raise CharLSTMError(f"{asked} cannot run here: this CPU runs the kernel's {here.replace(',', ', ')} loops; "
+                            f"name one of them, or leave {ISA_ENV} unset for the best")
+
+
+def _text(library: ctypes.CDLL, function: str) -> str:
+    """What one of the library's functions that return a C string returns."""
+    getattr(library, function).restype = ctypes.c_char_p
+    return getattr(library, function)().decode()
+
+
+def _library() -> ctypes.CDLL:
+    """The loaded kernel (dlopen hands back the same library)."""
+    if failure := load_failure():
+        raise CharLSTMError(f"the CPU kernel cannot run here: {failure}")
+    return ctypes.CDLL(importlib.util.find_spec("charlstm._lstm_cpu").origin)
+
+
+def loops_here() -> list[str]:
+    """The copies of the kernel's element-wise loops this CPU runs, best first: 'avx512', 'avx2', 'baseline'."""
+    return _text(_library(), "CharlstmLoopsHere").split(",")
+
+
+def loops_in_use() -> str:
+    """The copy of the loops the kernel runs now."""
+    return _text(_library(), "CharlstmLoopsInUse")
+
+
+def use_loops(name: str) -> None:
+    """Runs the kernel's loops compiled for `name` (one of loops_here()) from the next call on; compiled
+    functions need no retracing. For tests and benchmarks of every copy; CHARLSTM_CPU_ISA sets it at load."""
+    _switch_loops(_library(), name, f"loops {name!r}")
 
 
 def build_info() -> dict:
@@ -76,10 +141,9 @@ def build_info() -> dict:
     }
     for key, (owner, name) in texts.items():
         if hasattr(owner, name):  # A kernel built before these existed lacks them.
-            getattr(owner, name).restype = ctypes.c_char_p
-            info[key] = getattr(owner, name)().decode()
+            info[key] = _text(owner, name)
     threads = library.CharlstmThreads() if hasattr(library, "CharlstmThreads") else None
-    return {**info, "loaded": True, "threads": threads}
+    return {**info, "loaded": True, "loops": loops_in_use(), "threads": threads}
 
 
 def available() -> bool:
