@@ -91,6 +91,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             _fail(field, get_field(config, field), ">= 0 (0 = off)")
     if not 0 <= config.train.stop_after_epoch <= config.train.epochs:
         _fail("train.stop_after_epoch", config.train.stop_after_epoch, "in [0, train.epochs] (0 = off)")
+    if not 0 <= config.train.recent_epochs <= config.train.epochs:
+        _fail("train.recent_epochs", config.train.recent_epochs, "in [0, train.epochs] (0 = off)")
+    if not 0 < config.train.recent_fraction <= 1:
+        _fail("train.recent_fraction", config.train.recent_fraction, "in (0, 1]")
     if config.train.stateful and config.train.objective != "all":
         _fail("train.stateful", True, "False with train.objective='last' (stateful needs 'all')")
     if config.train.dtype not in ("float32", "bfloat16"):

@@ -59,6 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
     # (before dropout), added to the training loss as AR is; 0 = off.
     config.train.temporal_activation_reg = 0.0
     config.train.stateful = False  # Carry the LSTM state across consecutive windows (truncated BPTT).
+    # The last this many of train.epochs read only the latest train.recent_fraction of the training text (in a
+    # corpus in date order, the addresses closest to the validation text's); 0 = every epoch reads all of it.
+    config.train.recent_epochs = 0
+    config.train.recent_fraction = 0.25  # Share of the training text, from its end, that the recent epochs read.
     config.train.patience = 0  # Stop after this many epochs without a better val_loss; 0 = never.
     config.train.overfit_margin = 0.15  # Warn when val_loss exceeds train_loss by more (nats).
     config.train.dtype = "float32"  # Compute dtype: 'bfloat16' for GPU/TPU mixed precision (params stay float32).

@@ -19,20 +19,48 @@ from tqdm import tqdm
 
 from charlstm import data, evaluate, init_from, novelty, parallel, reports, sampling, stopping, train_step, trained_run
 from charlstm.checkpoints import CheckpointMeta
-from charlstm.errors import TrainingInterrupted
+from charlstm.errors import CharLSTMError, TrainingInterrupted
 from charlstm.model import RecurrentState
 from charlstm.optimizer import make_optimizer
 from charlstm.run_folder import History, RunFolder, format_samples
 from charlstm.train_step import TrainState
 
 
+def epoch_text(n_chars: int, train: ml_collections.ConfigDict, epoch: int) -> tuple[int, int]:
+    """The first id and the count of the `n_chars` training ids that `epoch` (from 1) reads: all of them, or in
+    the last train.recent_epochs the latest train.recent_fraction (a corpus in date order ends with the
+    addresses closest to its validation text)."""
+    if epoch > train.epochs - train.recent_epochs:
+        recent = int(n_chars * train.recent_fraction)
+        return n_chars - recent, recent
+    return 0, n_chars
+
+
 def window_starts(corpus: data.Corpus, config: ml_collections.ConfigDict, epoch: int) -> np.ndarray:
-    """Window starts `[steps, batch]` of `epoch`: random windows, or streams when stateful."""
-    n, length, batch = len(corpus.train_ids), config.data.seq_length, config.train.batch_size
+    """Window starts `[steps, batch]` of `epoch` in the text it reads: random windows, or streams when stateful."""
+    first, n = epoch_text(len(corpus.train_ids), config.train, epoch)
+    length, batch = config.data.seq_length, config.train.batch_size
     rng = np.random.default_rng([config.seed, epoch])
     if config.train.stateful:
-        return data.stream_window_starts(n, length, batch, rng)
-    return data.epoch_window_starts(n, length, batch, config.train.objective, rng)
+        return first + data.stream_window_starts(n, length, batch, rng)
+    return first + data.epoch_window_starts(n, length, batch, config.train.objective, rng)
+
+
+def total_steps(corpus: data.Corpus, config: ml_collections.ConfigDict) -> int:
+    """The optimizer steps of all train.epochs, which the learning-rate schedule spans; refuses recent epochs
+    whose text holds no step."""
+    train, length = config.train, config.data.seq_length
+    steps = [
+        data.steps_per_epoch(epoch_text(len(corpus.train_ids), train, epoch)[1], length, train.batch_size,
+                             train.objective)
+        for epoch in (1, train.epochs)
+    ]
+    if train.recent_epochs and steps[1] <= 0:
+        raise CharLSTMError(
+            f"train.recent_fraction={train.recent_fraction} of the training text holds no step of "
+            f"train.batch_size={train.batch_size} windows: use a larger train.recent_fraction"
+        )
+    return steps[0] * (train.epochs - train.recent_epochs) + steps[1] * train.recent_epochs
 
 
 @dataclasses.dataclass
@@ -60,10 +88,7 @@ class Training:
         init_from.source_run) when given. Refuses to resume other settings or data."""
         placement = train_step.shardings()
         graphdef, params, zero_carry = train_step.placed_model(config, corpus.vocab.size, placement)
-        steps = data.steps_per_epoch(
-            len(corpus.train_ids), config.data.seq_length, config.train.batch_size, config.train.objective
-        )
-        tx = make_optimizer(config.train, steps * config.train.epochs)
+        tx = make_optimizer(config.train, total_steps(corpus, config))
         state, started_from = train_step.initial_state(params, tx, zero_carry), None
         run.drop_cut_lines()
         if run.checkpoints.latest_step() is not None:

@@ -65,6 +65,10 @@ def test_shipped_configs_are_valid_and_round_trip_through_json(path):
     ("train.weight_decay", -0.1, ">= 0 (0 = off)"),
     ("train.patience", -1, ">= 0 (0 = off)"),
     ("train.stop_after_epoch", 3, "in [0, train.epochs]"),  # tiny.py trains 2 epochs.
+    ("train.recent_epochs", 3, "in [0, train.epochs] (0 = off)"),
+    ("train.recent_epochs", -1, "in [0, train.epochs] (0 = off)"),
+    ("train.recent_fraction", 0.0, "in (0, 1]"),
+    ("train.recent_fraction", 1.5, "in (0, 1]"),
     ("sample.temperatures", (), "a non-empty tuple"),
     ("sample.temperatures", (True,), "numbers >= 0"),
     ("sample.top_k", -1, ">= 0 (0 = off)"),

@@ -11,7 +11,7 @@ from flax import nnx
 import charlstm
 from charlstm import data, evaluate, export, loop, lstm, parallel, portable, stopping, trained_run
 from charlstm.checkpoints import Checkpoints
-from charlstm.errors import TrainingInterrupted
+from charlstm.errors import CharLSTMError, TrainingInterrupted
 from charlstm.model import CharLSTM, create_model, split_model
 from charlstm.optimizer import make_optimizer
 from charlstm.run_folder import RunFolder
@@ -327,3 +327,29 @@ def test_training_never_reads_the_test_split(tiny_config, tmp_path):
         assert {**score, "seconds": 0} == {**final_b["val"][protocol], "seconds": 0}
     assert final_a["test"]["window"]["chars"] == 2000 - tiny_config.data.seq_length
     assert final_a["test"]["window"]["loss"] < final_b["test"]["window"]["loss"]  # Shuffled text is harder.
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_recent_epochs_read_only_the_latest_part_of_the_training_text(tiny_config, stateful):
+    """The last train.recent_epochs take their windows from the latest train.recent_fraction of the text; the
+    earlier epochs from all of it, as without the setting; the schedule spans the steps both kinds take."""
+    tiny_config.train.update(epochs=3, recent_epochs=2, recent_fraction=0.4, stateful=stateful)
+    corpus = data.load_corpus(tiny_config.data)
+    n, window = len(corpus.train_ids), tiny_config.data.seq_length + 1
+    plain = tiny_config.copy_and_resolve_references()
+    plain.train.recent_epochs = 0
+    np.testing.assert_array_equal(loop.window_starts(corpus, tiny_config, 1), loop.window_starts(corpus, plain, 1))
+    for epoch in (2, 3):
+        starts = loop.window_starts(corpus, tiny_config, epoch)
+        assert starts.min() >= n - int(0.4 * n) and starts.max() + window <= n
+        assert len(starts) < len(loop.window_starts(corpus, plain, epoch))
+    full, recent = (data.steps_per_epoch(count, window - 1, tiny_config.train.batch_size, "all")
+                    for count in (n, int(0.4 * n)))
+    assert loop.total_steps(corpus, tiny_config) == full + 2 * recent
+    assert loop.total_steps(corpus, plain) == 3 * full
+
+
+def test_recent_text_too_short_for_one_step_is_refused_before_training(tiny_config):
+    tiny_config.train.update(recent_epochs=1, recent_fraction=1e-6)
+    with pytest.raises(CharLSTMError, match=r"^train.recent_fraction=1e-06 of the training text holds no step"):
+        loop.total_steps(data.load_corpus(tiny_config.data), tiny_config)
