@@ -7,6 +7,9 @@
 // is split into blocks of rows, up to one per core, each running its whole time loop on its own thread.
 // On a 2-core CPU this is what XLA's loop of small fused kernels could not reach (docs/speed.md).
 #include <cblas.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -53,6 +56,34 @@ namespace avx2 {
 #endif
 namespace avx512 {
 #include "lstm_loops.inc"
+
+// z [rows, n] = h [rows, k] @ w, w packed by PackColumns (n a multiple of 64). Each 64 columns' packed rows
+// (k * 256 bytes) stay in cache while every 4 rows of h pass over them, 16 accumulators per 4 x 64 tile.
+void PackedMatmul(int64_t rows, int64_t k, int64_t n, const float* h, const float* packed, float* z) {
+  for (int64_t group = 0; group < n / 64; ++group) {
+    const float* w = packed + group * k * 64;
+    for (int64_t r = 0; r < rows; r += 4) {
+      const float* h_row[4];
+      for (int i = 0; i < 4; ++i) h_row[i] = h + std::min(r + i, rows - 1) * k;  // A short tile repeats a row.
+      __m512 acc[4][4];
+      for (auto& row : acc)
+        for (auto& part : row) part = _mm512_setzero_ps();
+      for (int64_t j = 0; j < k; ++j) {
+        const __m512 w0 = _mm512_loadu_ps(w + j * 64), w1 = _mm512_loadu_ps(w + j * 64 + 16),
+                     w2 = _mm512_loadu_ps(w + j * 64 + 32), w3 = _mm512_loadu_ps(w + j * 64 + 48);
+        for (int i = 0; i < 4; ++i) {
+          const __m512 a = _mm512_set1_ps(h_row[i][j]);
+          acc[i][0] = _mm512_fmadd_ps(a, w0, acc[i][0]);
+          acc[i][1] = _mm512_fmadd_ps(a, w1, acc[i][1]);
+          acc[i][2] = _mm512_fmadd_ps(a, w2, acc[i][2]);
+          acc[i][3] = _mm512_fmadd_ps(a, w3, acc[i][3]);
+        }
+      }
+      for (int64_t i = 0; i < std::min<int64_t>(4, rows - r); ++i)
+        for (int part = 0; part < 4; ++part) _mm512_storeu_ps(z + (r + i) * n + group * 64 + 16 * part, acc[i][part]);
+    }
+  }
+}
 }  // namespace avx512
 #pragma GCC pop_options
 #endif
@@ -64,6 +95,9 @@ struct Loops {
   decltype(&baseline::AddTo) add_to;
   decltype(&baseline::step_forward) step_forward;
   decltype(&baseline::step_backward) step_backward;
+  // The per-step matmul on weights packed once per call (StepMatmul); null: OpenBLAS's sgemm, which packs
+  // its operands on every call.
+  void (*packed_matmul)(int64_t rows, int64_t k, int64_t n, const float* h, const float* packed, float* z);
 };
 
 // The copies, best first.
@@ -71,16 +105,17 @@ constexpr Loops kLoops[] = {
 #ifdef CHARLSTM_X86_LEVELS
 #if __GNUC__ >= 12
     {"avx512", [] { return __builtin_cpu_supports("x86-64-v4") > 0; }, avx512::AddTo, avx512::step_forward,
-     avx512::step_backward},
+     avx512::step_backward, avx512::PackedMatmul},
     {"avx2", [] { return __builtin_cpu_supports("x86-64-v3") > 0; }, avx2::AddTo, avx2::step_forward,
-     avx2::step_backward},
+     avx2::step_backward, nullptr},
 #else
     {"avx512", [] { return __builtin_cpu_supports("avx512f") > 0; }, avx512::AddTo, avx512::step_forward,
-     avx512::step_backward},
-    {"avx2", [] { return __builtin_cpu_supports("avx2") > 0; }, avx2::AddTo, avx2::step_forward, avx2::step_backward},
+     avx512::step_backward, avx512::PackedMatmul},
+    {"avx2", [] { return __builtin_cpu_supports("avx2") > 0; }, avx2::AddTo, avx2::step_forward, avx2::step_backward,
+     nullptr},
 #endif
 #endif
-    {"baseline", [] { return true; }, baseline::AddTo, baseline::step_forward, baseline::step_backward},
+    {"baseline", [] { return true; }, baseline::AddTo, baseline::step_forward, baseline::step_backward, nullptr},
 };
 
 // The copy the handlers call: the best this CPU runs until CharlstmUseLoops picks another.
@@ -105,6 +140,34 @@ inline void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* 
   openblas.sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, m, n, k,
                  1.0f, a, lda, b, ldb, beta, c, ldc);
 }
+
+// A time step's matmul z [rows, n] = h [rows, k] @ w for a w [k, n] (row-major) fixed over the call: the
+// recurrent kernel forward, its transpose back. With loops that have a packed matmul and n a multiple of 64,
+// w is packed once, 64 columns at a time; otherwise each step is an OpenBLAS sgemm, which packs w again on
+// every call (12% of the headline train step, docs/speed.md).
+class StepMatmul {
+ public:
+  StepMatmul(const float* w, int64_t k, int64_t n)
+      : w_(w), k_(k), n_(n), matmul_(n % 64 == 0 ? loops->packed_matmul : nullptr) {
+    if (matmul_ == nullptr) return;
+    packed_.resize(k * n);
+    for (int64_t group = 0; group < n / 64; ++group)
+      for (int64_t j = 0; j < k; ++j)
+        std::memcpy(&packed_[(group * k + j) * 64], w + j * n + group * 64, 64 * sizeof(float));
+  }
+  void operator()(int64_t rows, const float* h, float* z) const {
+    if (matmul_ != nullptr)
+      matmul_(rows, k_, n_, h, packed_.data(), z);
+    else
+      sgemm(false, false, rows, n_, k_, h, k_, w_, n_, 0.0f, z, n_);
+  }
+
+ private:
+  const float* w_;
+  int64_t k_, n_;
+  decltype(Loops::packed_matmul) matmul_;
+  std::vector<float> packed_;
+};
 
 // Threads for the kernel's loops: OpenBLAS's own count (the cores, or fewer with OPENBLAS_NUM_THREADS),
 // read once. From then on OpenBLAS runs single-threaded inside each of them.
@@ -236,6 +299,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi
   const size_t step_h = batch * units, step_z = 4 * step_h;
   const bool save = out.gates != nullptr;
   return Guarded([&] {
+    const StepMatmul recurrent(kernel.typed_data(), units, width);
     ParallelBlocks(RowBlocks(batch, time), batch, [&](int64_t, int64_t first, int64_t rows) {
       std::vector<float> scratch(save ? 0 : rows * (width + 2 * units));  // One step's gates, two steps' c.
       std::vector<const float*> x_rows(rows);
@@ -245,7 +309,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi
         float* z_t = save ? out.gates + t * step_z + first * width : scratch.data();
         float* c_t = save ? out.cs + h_t : scratch.data() + rows * (width + (t % 2) * units);
         PointAtInputs(x, ids, t, batch, first, width, x_rows);
-        sgemm(false, false, rows, width, units, h_prev, units, kernel.typed_data(), width, 0.0f, z_t, width);
+        recurrent(rows, h_prev, z_t);
         loops->step_forward(rows, units, z_t, x_rows.data(), c_prev, c_t, out.hs + h_t);
         h_prev = out.hs + h_t;
         c_prev = c_t;
@@ -305,9 +369,10 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
     std::memcpy(dh, d_h.typed_data(), sizeof(float) * step_h);
     std::memcpy(dc, d_c.typed_data(), sizeof(float) * step_h);
     const float *c = cs.typed_data(), *dh_out = d_hs.typed_data();
-    std::vector<float> kernel_t(units * width);  // [4*units, units]: a plain (untransposed) sgemm is faster.
+    std::vector<float> kernel_t(units * width);  // [4*units, units]: a plain (untransposed) matmul is faster.
     for (int64_t i = 0; i < units; ++i)
       for (int64_t j = 0; j < width; ++j) kernel_t[j * units + i] = kernel.typed_data()[i * width + j];
+    const StepMatmul recurrent_back(kernel_t.data(), width, units);
     const int64_t row_blocks = RowBlocks(batch, time);
     std::vector<float> partial_tables(row_blocks * vocab * width, 0.0f);
     ParallelBlocks(row_blocks, batch, [&](int64_t block, int64_t first, int64_t rows) {
@@ -323,7 +388,7 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
           const int32_t id = ids.typed_data()[t * batch + first + b];
           loops->add_to(width, z_t + b * width, TableRow(table, vocab, width, id));
         }
-        sgemm(false, false, rows, units, width, z_t, width, kernel_t.data(), units, 0.0f, dh_rows, units);
+        recurrent_back(rows, z_t, dh_rows);
       }
     });
     if (gather) {

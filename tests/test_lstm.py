@@ -110,9 +110,11 @@ def call(scan_fn, *layer):
     return scan_fn(*layer)
 
 
-# (batch, time, units, vocab): features and ids, small, and with 37 rows over 30 steps and 128 gate
-# columns, which the CPU kernel splits over two threads on two cores or more.
-PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), *(pytest.param(37, 30, 32, v, marks=pytest.mark.slow) for v in (0, 9))]
+# (batch, time, units, vocab): features and ids, small; 64 units, whose kernel packs the recurrent matmul's
+# weights both ways (AVX-512 loops), over 6 rows (a tile of 4 and a short one); and 37 rows over 30 steps
+# with 128 gate columns, which the CPU kernel splits over two threads on two cores or more.
+PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (6, 3, 64, 5),
+            *(pytest.param(37, 30, 32, v, marks=pytest.mark.slow) for v in (0, 9))]
 
 
 @pytest.mark.parametrize("batch, time, units, vocab", PROBLEMS)
