@@ -8,6 +8,7 @@ which run (default: train, eval and generate).
     python scripts/benchmark.py --section train --config configs/obama.py --batch_size 256
     python scripts/benchmark.py --section train --config configs/obama_lab.py --keras_python /tmp/keras-lab/bin/python
     python scripts/benchmark.py --section phases --config configs/obama_lab.py
+    python scripts/benchmark.py --section methods --config configs/obama_best.py
 
 generate (charlstm/benchmarks/generation.py): characters per second of the stateful sampler against
 the lab's method on the same model, at batch 1 and 64, and streamed at batch 1. Without --workdir the model is freshly
@@ -32,6 +33,10 @@ phases (the layers' forward pass, the head and loss with their backward, the lay
 optimizer's update), each timed with the previous one finished, ours and PyTorch's in turns, beside each
 whole step; and the first layer's weight-gradient matmul alone in the same shape. --train_steps of them;
 the median counts.
+
+methods (training.py): the train step in --config's shapes with each training method of docs/training.md
+(embedding dropout, AR/TAR, an embedding, a tied one, the mogrifier, stateful) beside the plain step, in
+turns step by step, and each over the plain one.
 
 In the header, cpu names the CPU model and vector_extensions the ones it has (figures depend on
 both), cpus the cores this process may run on, cpu_kernel whether the compiled CPU kernel loaded (or
@@ -58,14 +63,14 @@ from charlstm.benchmarks.generation import generate_section
 from charlstm.benchmarks.keras_lab import keras_lab_command
 from charlstm.benchmarks.phases import phases_section
 from charlstm.benchmarks.torch_step import torch_device
-from charlstm.benchmarks.training import train_section
+from charlstm.benchmarks.training import methods_section, train_section
 from charlstm.data import Vocab
 from charlstm.lstm import cpu_kernel, cudnn
 
 KERAS_LAB_SCRIPT = Path(__file__).with_name("benchmark_keras_lab.py")
 
 _SECTIONS = flags.DEFINE_multi_enum(
-    "section", ["train", "eval", "generate"], ["train", "eval", "generate", "export", "phases"],
+    "section", ["train", "eval", "generate"], ["train", "eval", "generate", "export", "phases", "methods"],
     "Sections to run (default: train, eval, generate; export needs onnxruntime).",
 )
 _WORKDIR = flags.DEFINE_string("workdir", "", "Run folder whose best checkpoint to use; empty: a fresh model.")
@@ -83,7 +88,7 @@ _EVAL_CHARS = flags.DEFINE_integer(
     "eval_chars", 25_000, "Eval section: characters scored (default: about the Obama validation split).", lower_bound=1
 )
 _TRAIN_STEPS = flags.DEFINE_integer(
-    "train_steps", 20, "Train and phases sections: timed steps; the median counts.", lower_bound=1
+    "train_steps", 20, "Train, phases and methods sections: timed steps; the median counts.", lower_bound=1
 )
 _KERAS_PYTHON = flags.DEFINE_string(
     "keras_python", "", "Train section: a Python with TensorFlow, to time the Keras lab's step in turns with ours."
@@ -133,6 +138,7 @@ def main() -> None:
         "generate": lambda: generate_section(model(), length, lab_length, repeats),
         "export": lambda: export_section(*export_inputs(workdir), model(), length, repeats),
         "phases": lambda: phases_section(config, steps),
+        "methods": lambda: methods_section(config, steps),
     }
     results = {}
     for section in dict.fromkeys(_SECTIONS.value):

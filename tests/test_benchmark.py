@@ -13,11 +13,12 @@ from charlstm import lstm
 from charlstm.benchmarks import Model
 from charlstm.benchmarks.evaluation import eval_section
 from charlstm.benchmarks.exports import export_section
-from charlstm.benchmarks.generation import BATCH_SIZES, generate_section
+from charlstm.benchmarks.generation import BATCH_SIZES, generate_section, step_weight_bytes
 from charlstm.benchmarks.keras_lab import keras_lab_command
+from charlstm.benchmarks.phases import PHASES, phases_section
 from charlstm.benchmarks.timing import matmul_peak_gflops
-from charlstm.benchmarks.torch_step import torch_train_step
-from charlstm.benchmarks.training import train_section
+from charlstm.benchmarks.torch_step import torch_device, torch_train_step
+from charlstm.benchmarks.training import METHODS, methods_section, train_section
 from charlstm.data import Vocab
 from charlstm.errors import CharLSTMError
 from tests.conftest import REPO, run_script
@@ -51,6 +52,19 @@ def test_the_generate_section_times_both_methods_at_each_batch_size(tiny_config)
     for case in cases:
         assert report["generate_speedup"][case] == pytest.approx(
             report["generate_chars_per_second"][case] / report["generate_chars_per_second_lab_method"][case])
+    assert report["generate_share_of_memory_bound"] == pytest.approx(
+        report["generate_chars_per_second"]["batch_1"] / report["generate_memory_bound_chars_per_second"])
+
+
+@pytest.mark.parametrize("embed_dim", [0, 6])
+def test_a_step_reads_every_weight_once_but_one_row_of_the_input_table(tiny_config, embed_dim):
+    tiny_config.model.update(units=8, num_layers=2, embed_dim=embed_dim)
+    vocab, width = 10, 4 * 8
+    # One row of the table (the embedding's, then the first layer's whole input kernel; or the input kernel's).
+    table = embed_dim + width * embed_dim if embed_dim else width
+    layers = table + 8 * width + width + (8 * width + 8 * width + width)
+    head = 8 * vocab + vocab
+    assert step_weight_bytes(Model.fresh(tiny_config, vocab).params) == 4 * (layers + head)
 
 
 def test_the_export_section_times_each_sampler_at_batch_1(tiny_config):
@@ -85,6 +99,25 @@ def test_the_train_section_times_the_configs_step_beside_every_other_implementat
         assert report[f"{name}_over_default"] == pytest.approx(
             report[f"train_step_seconds_{name}_lstm"] / report["train_step_seconds"])
     assert report["share_of_peak"] == pytest.approx(report["gflops_per_second"] / report["peak_gflops_per_second"])
+
+
+def test_the_phases_section_times_each_phase_of_ours_and_torchs_split_step(tiny_config):
+    """Each phase and the whole step, ours and (where torch is installed) PyTorch's, as positive medians."""
+    report = phases_section(tiny_config, 2)
+    sides = {"ours", "torch"} if torch_device() else {"ours"}
+    for name in (*PHASES, "weight_gradient_matmul", "whole_step"):
+        assert report[f"phase_{name}_seconds"].keys() == sides
+        assert all(seconds > 0 for seconds in report[f"phase_{name}_seconds"].values())
+    assert report["phase_lstm_impl"] == lstm.select("auto", jnp.dtype("float32"))
+
+
+@pytest.mark.slow
+def test_the_methods_section_times_every_method_beside_the_plain_step(tiny_config):
+    report = methods_section(tiny_config, 2)
+    assert report["methods_step_seconds"].keys() == METHODS.keys() == report["methods_over_plain"].keys()
+    assert report["methods_over_plain"]["plain"] == 1.0
+    for name, seconds in report["methods_step_seconds"].items():
+        assert report["methods_over_plain"][name] == pytest.approx(seconds / report["methods_step_seconds"]["plain"])
 
 
 def test_the_torch_step_trains_the_same_shapes(tiny_config):

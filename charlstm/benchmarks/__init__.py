@@ -4,7 +4,8 @@
 - `generation.py`: the stateful sampler (batched and streamed) against the Keras lab's way of generating.
 - `exports.py`: the NumPy and onnxruntime samplers of a run's exports beside the JAX sampler.
 - `evaluation.py`: each evaluation protocol and dynamic evaluation.
-- `training.py`: the train step beside the LSTM's other implementations and PyTorch's step.
+- `training.py`: the train step beside the LSTM's other implementations and PyTorch's step; the step with
+  each training method beside the plain one.
 - `phases.py`: one train step split into its phases, ours beside PyTorch's.
 - `torch_step.py`: the same train step in PyTorch, where it is installed, whole or split into phases.
 - `keras_lab.py`: the Keras lab's step (scripts/benchmark_keras_lab.py) in rounds beside ours.

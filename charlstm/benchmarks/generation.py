@@ -14,6 +14,7 @@ from flax import nnx
 from charlstm import sampling
 from charlstm.benchmarks import Model
 from charlstm.benchmarks.timing import fastest
+from charlstm.model import vocab_axes
 
 BATCH_SIZES = (1, 64)
 
@@ -46,6 +47,27 @@ def lab_generate(graphdef: nnx.GraphDef, params, windows: np.ndarray, length: in
     return windows
 
 
+def step_weight_bytes(params) -> int:
+    """Bytes of weights one character's step reads at batch 1: every parameter once, but of the input table
+    that character ids index (model.vocab_axes: a 2-D parameter whose rows are characters) one row."""
+    tables = {path for path, axis in vocab_axes(params).items() if axis == 0}
+    total = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        key = tuple(getattr(part, "key", getattr(part, "idx", None)) for part in path)
+        total += leaf[0].nbytes if key in tables and leaf.ndim == 2 else leaf.nbytes
+    return total
+
+
+def read_bytes_per_second(n_bytes: int, repeats: int, passes: int = 2000) -> float:
+    """How fast a compiled loop reads `n_bytes` of weights again and again (from cache, when they fit): a
+    matrix-vector product each pass, as a one-character step's matmul reads its weights, the vector
+    depending on the previous pass so that no pass can be skipped."""
+    weights = jnp.ones((max(n_bytes // 256, 1), 64), jnp.float32)
+    read = jax.jit(lambda w: jax.lax.fori_loop(0, passes, lambda i, t: jnp.sum(w @ jnp.full(64, t)) * 1e-9, 0.0))
+    read(weights).block_until_ready()
+    return passes * weights.nbytes / fastest(lambda: read(weights), repeats)
+
+
 def read_stream(graphdef: nnx.GraphDef, params, prompt, temperatures, keys, length: int) -> int:
     """Streams a sample to the host chunk by chunk, as generate.py prints one; the characters read."""
     chunks = sampling.sample_chunks(graphdef, params, prompt, temperatures, keys, length, stream=True)
@@ -55,7 +77,8 @@ def read_stream(graphdef: nnx.GraphDef, params, prompt, temperatures, keys, leng
 def generate_section(model: Model, length: int, lab_length: int, repeats: int) -> dict:
     """Characters per second of the stateful sampler (`length` per call) and of the lab's method
     (`lab_length` per call: each costs the same, so fewer suffice), per batch size; the fastest of
-    `repeats` calls counts."""
+    `repeats` calls counts. Beside them, the memory-bound limit at batch 1: the weights a step reads
+    (step_weight_bytes), read once per character at the rate a compiled loop reads them."""
     graphdef, params, vocab_size, seq_length = model
     prompt = jnp.arange(seq_length, dtype=jnp.int32) % vocab_size
     stateful, streamed, lab = {}, {}, {}
@@ -73,8 +96,13 @@ def generate_section(model: Model, length: int, lab_length: int, repeats: int) -
         lab_generate(graphdef, params, windows, 1, vocab_size)
         run = functools.partial(lab_generate, graphdef, params, windows, lab_length, vocab_size)
         lab[f"batch_{batch}"] = batch * lab_length / fastest(run, repeats)
+    weight_bytes = step_weight_bytes(params)
+    memory_bound = read_bytes_per_second(weight_bytes, repeats) / weight_bytes
     return {
         "generate_chars_per_second": stateful,
+        "generate_step_weight_bytes": weight_bytes,
+        "generate_memory_bound_chars_per_second": memory_bound,
+        "generate_share_of_memory_bound": stateful["batch_1"] / memory_bound,
         "generate_streamed_chars_per_second": streamed,
         "generate_chars_per_second_lab_method": lab,
         "generate_speedup": {name: stateful[name] / lab[name] for name in stateful},

@@ -22,6 +22,7 @@ from charlstm.benchmarks.timing import WARMUP_STEPS, interleaved_steps, matmul_p
 from charlstm.benchmarks.torch_step import torch_train_step
 from charlstm.model import create_model, split_model
 from charlstm.optimizer import make_optimizer
+from charlstm.sweep import with_overrides
 
 # Characters of the random corpus that windows are cut from.
 CORPUS_CHARS = 1_000_000
@@ -101,3 +102,27 @@ def train_section(
         results.update(keras_lab_in_turns(timed["default"], keras_command, steps))
     results["peak_rss_mib"] = cli.peak_rss_mib()
     return results
+
+
+# The training methods of docs/training.md, each as fields set on the benchmarked config (the same size).
+METHODS = {
+    "plain": {},
+    "embed_dropout": {"model.embed_dropout": 0.1},
+    "activation_reg": {"train.activation_reg": 2.0, "train.temporal_activation_reg": 1.0},
+    "embedding": {"model.embed_dim": 64},
+    "tied_embedding": {"model.embed_dim": 64, "model.tie_weights": True},
+    "mogrifier": {"model.cell": "mogrifier", "model.mogrifier_rounds": 5},
+    "stateful": {"train.stateful": True},
+}
+
+
+def methods_section(config: ml_collections.ConfigDict, steps: int) -> dict:
+    """Median seconds of the train step with each of METHODS on `config`, in turns step by step, and each
+    over the plain step: what a method costs per epoch."""
+    timed = {name: train_steps(with_overrides(config, fields), OBAMA_VOCAB, steps) for name, fields in METHODS.items()}
+    measured = interleaved_steps(timed, steps)
+    plain = measured["plain"]["seconds"]
+    return {
+        "methods_step_seconds": {name: result["seconds"] for name, result in measured.items()},
+        "methods_over_plain": {name: result["seconds"] / plain for name, result in measured.items()},
+    }
