@@ -3,7 +3,7 @@
 //
 // Same mathematics as charlstm.lstm.cell (gates i, f, g, o; sigmoid(x) = (1 + tanh(x/2)) / 2, so the
 // saved "gates" are the tanh of the scaled pre-activations), in float32, time-major. Each step is one
-// OpenBLAS sgemm plus one vectorised pass over the gates, with no per-step dispatch; a large enough batch
+// matmul (StepMatmul) plus one vectorised pass over the gates, with no per-step dispatch; a large enough batch
 // is split into blocks of rows, up to one per core, each running its whole time loop on its own thread.
 // On a 2-core CPU this is what XLA's loop of small fused kernels could not reach (docs/speed.md).
 #include <cblas.h>

@@ -2,11 +2,12 @@
 
 `pip install` compiles the kernel (setup.py); here OpenBLAS from the scipy-openblas32 package is
 loaded and handed to it, and its three handlers are registered with XLA once. Each time step is one
-OpenBLAS matmul and one vectorised loop with no per-step dispatch; the kernel splits a batch's rows
-over up to one thread per core (OPENBLAS_NUM_THREADS caps how many), each running its rows' whole
-time loop with single-threaded OpenBLAS; small batches and one-step calls (sampling) stay on one
-thread. With character ids it gathers the table's rows itself and sums their gradient by id, so
-x_proj and its gradient are never written out whole. Its element-wise loops are compiled for AVX-512,
+matmul (with the AVX-512 loops on weights packed once per call, else OpenBLAS's) and one vectorised
+loop with no per-step dispatch; the kernel splits a batch's rows over up to one thread per core
+(OPENBLAS_NUM_THREADS caps how many), each running its rows' whole time loop with single-threaded
+OpenBLAS; small batches and one-step calls (sampling) stay on one thread. With character ids it
+gathers the table's rows itself and sums their gradient by id, so x_proj and its gradient are never
+written out whole. Its element-wise loops are compiled for AVX-512,
 AVX2 and baseline x86-64: it runs the best this CPU has, or the copy CHARLSTM_CPU_ISA names
 (use_loops switches between calls), and its OpenBLAS the kernels of the same instruction set. One CPU
 device, float32 only; the environment variable CHARLSTM_CPU_KERNEL=off makes it unavailable, as on a
