@@ -38,6 +38,14 @@ namespace baseline {
 }  // namespace baseline
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define CHARLSTM_X86_LEVELS
+// What __builtin_cpu_supports asks of the CPU for each copy: the level the pragmas below compile it for.
+#if __GNUC__ >= 12
+#define CHARLSTM_AVX2_LEVEL "x86-64-v3"
+#define CHARLSTM_AVX512_LEVEL "x86-64-v4"
+#else
+#define CHARLSTM_AVX2_LEVEL "avx2"
+#define CHARLSTM_AVX512_LEVEL "avx512f"
+#endif
 #pragma GCC push_options
 #if __GNUC__ >= 12
 #pragma GCC target("arch=x86-64-v3")
@@ -57,7 +65,7 @@ namespace avx2 {
 namespace avx512 {
 #include "lstm_loops.inc"
 
-// z [rows, n] = h [rows, k] @ w, w packed by PackColumns (n a multiple of 64). Each 64 columns' packed rows
+// z [rows, n] = h [rows, k] @ w, w packed by StepMatmul (n a multiple of 64). Each 64 columns' packed rows
 // (k * 256 bytes) stay in cache while every 4 rows of h pass over them, 16 accumulators per 4 x 64 tile.
 void PackedMatmul(int64_t rows, int64_t k, int64_t n, const float* h, const float* packed, float* z) {
   for (int64_t group = 0; group < n / 64; ++group) {
@@ -103,17 +111,10 @@ struct Loops {
 // The copies, best first.
 constexpr Loops kLoops[] = {
 #ifdef CHARLSTM_X86_LEVELS
-#if __GNUC__ >= 12
-    {"avx512", [] { return __builtin_cpu_supports("x86-64-v4") > 0; }, avx512::AddTo, avx512::step_forward,
+    {"avx512", [] { return __builtin_cpu_supports(CHARLSTM_AVX512_LEVEL) > 0; }, avx512::AddTo, avx512::step_forward,
      avx512::step_backward, avx512::PackedMatmul},
-    {"avx2", [] { return __builtin_cpu_supports("x86-64-v3") > 0; }, avx2::AddTo, avx2::step_forward,
+    {"avx2", [] { return __builtin_cpu_supports(CHARLSTM_AVX2_LEVEL) > 0; }, avx2::AddTo, avx2::step_forward,
      avx2::step_backward, nullptr},
-#else
-    {"avx512", [] { return __builtin_cpu_supports("avx512f") > 0; }, avx512::AddTo, avx512::step_forward,
-     avx512::step_backward, avx512::PackedMatmul},
-    {"avx2", [] { return __builtin_cpu_supports("avx2") > 0; }, avx2::AddTo, avx2::step_forward, avx2::step_backward,
-     nullptr},
-#endif
 #endif
     {"baseline", [] { return true; }, baseline::AddTo, baseline::step_forward, baseline::step_backward, nullptr},
 };

@@ -7,11 +7,10 @@ loop with no per-step dispatch; the kernel splits a batch's rows over up to one 
 (OPENBLAS_NUM_THREADS caps how many), each running its rows' whole time loop with single-threaded
 OpenBLAS; small batches and one-step calls (sampling) stay on one thread. With character ids it
 gathers the table's rows itself and sums their gradient by id, so x_proj and its gradient are never
-written out whole. Its element-wise loops are compiled for AVX-512,
-AVX2 and baseline x86-64: it runs the best this CPU has, or the copy CHARLSTM_CPU_ISA names
-(use_loops switches between calls), and its OpenBLAS the kernels of the same instruction set. One CPU
-device, float32 only; the environment variable CHARLSTM_CPU_KERNEL=off makes it unavailable, as on a
-machine where it did not build.
+written out whole. Its element-wise loops are compiled for AVX-512, AVX2 and baseline x86-64: it runs
+the best this CPU has, or the copy CHARLSTM_CPU_ISA names (use_loops switches between calls), and its
+OpenBLAS the kernels of the same instruction set. One CPU device, float32 only; the environment
+variable CHARLSTM_CPU_KERNEL=off makes it unavailable, as on a machine where it did not build.
 """
 
 import ctypes
@@ -54,15 +53,16 @@ OPENBLAS_CORES = {"avx512": "SkylakeX", "avx2": "Haswell"}  # 'baseline': OpenBL
 def _load_openblas(core: str | None) -> ctypes.CDLL:
     """scipy-openblas32's library, loaded privately, its core `core` (None: OpenBLAS's own choice), which it
     reads from OPENBLAS_CORETYPE once, when loaded; the process's environment is restored after."""
+    if core is None:
+        return ctypes.CDLL(_openblas_path())
     saved = os.environ.get("OPENBLAS_CORETYPE")
-    if core:
-        os.environ["OPENBLAS_CORETYPE"] = core
+    os.environ["OPENBLAS_CORETYPE"] = core
     try:
         return ctypes.CDLL(_openblas_path())
     finally:
-        if core and saved is None:
+        if saved is None:
             del os.environ["OPENBLAS_CORETYPE"]
-        elif core:
+        else:
             os.environ["OPENBLAS_CORETYPE"] = saved
 
 
@@ -144,7 +144,7 @@ def build_info() -> dict:
         if hasattr(owner, name):  # A kernel built before these existed lacks them.
             info[key] = _text(owner, name)
     threads = library.CharlstmThreads() if hasattr(library, "CharlstmThreads") else None
-    return {**info, "loaded": True, "loops": loops_in_use(), "threads": threads}
+    return {**info, "loaded": True, "loops": _text(library, "CharlstmLoopsInUse"), "threads": threads}
 
 
 def available() -> bool:
