@@ -16,7 +16,7 @@ from charlstm.benchmarks.exports import export_section
 from charlstm.benchmarks.generation import BATCH_SIZES, generate_section, step_weight_bytes
 from charlstm.benchmarks.keras_lab import keras_lab_command
 from charlstm.benchmarks.phases import PHASES, phases_section
-from charlstm.benchmarks.timing import matmul_peak_gflops
+from charlstm.benchmarks.timing import TURN_STEPS, WARMUP_STEPS, calls, in_turns, matmul_peak_gflops
 from charlstm.benchmarks.torch_step import torch_device, torch_train_step
 from charlstm.benchmarks.training import METHODS, methods_section, train_section
 from charlstm.data import Vocab
@@ -77,6 +77,30 @@ def test_the_eval_section_times_every_protocol_and_dynamic_evaluation(tiny_confi
     report = eval_section(Model.fresh(tiny_config, 10), chars=200, repeats=1)
     assert report["eval_chars_per_second"].keys() == {"window", "segments", "stream", "dynamic"}
     assert all(speed > 0 for speed in report["eval_chars_per_second"].values())
+
+
+@pytest.mark.parametrize("count", [1, TURN_STEPS - 1, TURN_STEPS, 10])
+def test_methods_take_turns_of_consecutive_steps_whose_first_is_not_kept(count):
+    order = []
+
+    def method(name):
+        def run(i):
+            order.append((name, i))
+            return {"step": i}
+
+        return run
+
+    kept = in_turns({"a": method("a"), "b": method("b")}, count)
+    timed = [entry for entry in order if entry[1] >= WARMUP_STEPS]
+    turns = [timed[k : k + TURN_STEPS] for k in range(0, len(timed), TURN_STEPS)]
+    # A turn is one method's consecutive steps.
+    assert all(len({name for name, _ in turn}) == 1 for turn in turns)
+    assert all([i for _, i in turn] == list(range(turn[0][1], turn[0][1] + TURN_STEPS)) for turn in turns)
+    assert [turn[0][0] for turn in turns[:2]] == ["a", "b"]
+    firsts = {turn[0][1] for turn in turns}
+    for name in "ab":
+        steps = [m["step"] for m in kept[name]]
+        assert len(steps) == count and not firsts & set(steps) and max(i for n, i in order if n == name) < calls(count)
 
 
 def test_the_matmul_peak_is_a_positive_rate():

@@ -22,7 +22,7 @@ from flax import nnx
 
 from charlstm import data, lstm
 from charlstm.benchmarks import OBAMA_VOCAB
-from charlstm.benchmarks.timing import WARMUP_STEPS, clocked
+from charlstm.benchmarks.timing import clocked, in_turns
 from charlstm.benchmarks.torch_step import torch_split_step, torch_train_step
 from charlstm.benchmarks.training import train_steps
 from charlstm.model import create_model, split_model
@@ -91,24 +91,24 @@ def our_split_step(config: ml_collections.ConfigDict, vocab_size: int) -> SplitS
 
 def phases_section(config: ml_collections.ConfigDict, steps: int) -> dict:
     """Median seconds of each phase of `steps` split steps and of the whole step, ours and (where installed)
-    PyTorch's side by side (`{"phase_forward_seconds": {"ours": ..., "torch": ...}, ...}`), all run in turns
-    after WARMUP_STEPS."""
+    PyTorch's side by side (`{"phase_forward_seconds": {"ours": ..., "torch": ...}, ...}`), run in_turns."""
     split: dict[str, SplitStep] = {"ours": our_split_step(config, OBAMA_VOCAB)}
     whole: dict[str, Callable[[int], object]] = {"ours": train_steps(config, OBAMA_VOCAB, steps)}
     if (torch_step := torch_train_step(config, OBAMA_VOCAB)) is not None:
         split["torch"], whole["torch"] = torch_split_step(config, OBAMA_VOCAB), torch_step
-    seconds: dict[str, dict[str, list[float]]] = {}
-    for i in range(WARMUP_STEPS + steps):
-        for side in split:
+
+    def run(side: str) -> Callable[[int], dict[str, float]]:
+        def split_then_whole(i: int) -> dict[str, float]:
             measured = split[side]()
             began = time.perf_counter()
             jax.block_until_ready(whole[side](i))
-            measured["whole_step"] = time.perf_counter() - began
-            for name, value in measured.items():
-                if i >= WARMUP_STEPS:
-                    seconds.setdefault(f"phase_{name}_seconds", {}).setdefault(side, []).append(value)
-    results = {name: {side: statistics.median(values) for side, values in sides.items()}
-               for name, sides in seconds.items()}
+            return {**measured, "whole_step": time.perf_counter() - began}
+
+        return split_then_whole
+
+    kept = in_turns({side: run(side) for side in split}, steps)
+    results = {f"phase_{name}_seconds": {side: statistics.median(m[name] for m in kept[side]) for side in kept}
+               for name in kept["ours"][0]}
     results["phase_targets_per_step"] = config.train.batch_size * data.targets_per_window(
         config.data.seq_length, config.train.objective)
     results["phase_lstm_impl"] = lstm.select(config.model.lstm_impl, jnp.dtype(config.train.dtype))

@@ -18,7 +18,7 @@ import numpy as np
 from charlstm import cli, data, lstm, model, train_step
 from charlstm.benchmarks import OBAMA_VOCAB
 from charlstm.benchmarks.keras_lab import keras_lab_in_turns
-from charlstm.benchmarks.timing import WARMUP_STEPS, interleaved_steps, matmul_peak_gflops
+from charlstm.benchmarks.timing import calls, interleaved_steps, matmul_peak_gflops
 from charlstm.benchmarks.torch_step import torch_train_step
 from charlstm.model import create_model, split_model
 from charlstm.optimizer import make_optimizer
@@ -29,15 +29,15 @@ CORPUS_CHARS = 1_000_000
 
 
 def train_steps(config: ml_collections.ConfigDict, vocab_size: int, steps: int) -> Callable[[int], Any]:
-    """A function running step i (of WARMUP_STEPS + steps) of charlstm.train's step in `config`'s shapes
+    """A function running step i (below timing.calls(steps)) of charlstm.train's step in `config`'s shapes
     and dtype on random windows (speed does not depend on the data)."""
     batch, length = config.train.batch_size, config.data.seq_length
     net = create_model(config, vocab_size)
     graphdef, params = split_model(net)
-    tx = make_optimizer(config.train, WARMUP_STEPS + steps)
+    tx = make_optimizer(config.train, calls(steps))
     rng = np.random.default_rng(config.seed)
     ids = jnp.asarray(rng.integers(vocab_size, size=CORPUS_CHARS), jnp.int32)
-    starts = jnp.asarray(rng.integers(CORPUS_CHARS - length, size=(WARMUP_STEPS + steps, batch)), jnp.int32)
+    starts = jnp.asarray(rng.integers(CORPUS_CHARS - length, size=(calls(steps), batch)), jnp.int32)
     step = train_step.make_train_step(config, graphdef, tx)
     loop = {"state": train_step.initial_state(params, tx, net.initial_state(batch))}
 
