@@ -26,9 +26,9 @@ from charlstm.model import CharLSTM, RecurrentState
 
 # Steps per iteration of the compiled loop: at batch 1 on CPU, about 7% faster than 1.
 UNROLL = 4
-# The LSTM implementation of one-character steps when the config says 'auto': XLA's cell. At one time
-# step a call of the compiled CPU kernel costs more than the step itself (the headline model at batch
-# 1: 246K characters/s against 64K; at batch 64: 779K against 515K).
+# The LSTM implementation of one-character steps when the config says 'auto': XLA's cell. The compiled CPU
+# kernel's one-step call costs more at batch 1 (the headline model's sampler: 246K characters/s against 277K)
+# and gains 8% at batch 64 (892K against 824K), not worth a second path.
 STEP_IMPL = "xla"
 # Steps per compiled call when streaming: text reaches the reader every STREAM_CHUNK characters.
 STREAM_CHUNK = 64

@@ -4,7 +4,8 @@
 // Same mathematics as charlstm.lstm.cell (gates i, f, g, o; sigmoid(x) = (1 + tanh(x/2)) / 2, so the
 // saved "gates" are the tanh of the scaled pre-activations), in float32, time-major. Each step is one
 // matmul (StepMatmul) plus one vectorised pass over the gates, with no per-step dispatch; a large enough batch
-// is split into blocks of rows, up to one per core, each running its whole time loop on its own thread.
+// is split into blocks of rows, up to one per core, each running its whole time loop on a thread of XLA's
+// intra-op pool or the calling thread.
 // On a 2-core CPU this is what XLA's loop of small fused kernels could not reach (docs/speed.md).
 #include <cblas.h>
 #if defined(__x86_64__)
@@ -12,12 +13,15 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <initializer_list>
 #include <iterator>
 #include <limits>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,6 +29,12 @@
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+
+// Handlers take XLA's intra-op thread pool as a parameter (their bindings are deduced from their signatures).
+template <>
+struct xla::ffi::CtxBinding<ffi::ThreadPool> {
+  using Ctx = ffi::ThreadPool;
+};
 
 namespace {
 
@@ -65,30 +75,44 @@ namespace avx2 {
 namespace avx512 {
 #include "lstm_loops.inc"
 
-// z [rows, n] = h [rows, k] @ w, w packed by StepMatmul (n a multiple of 64). Each 64 columns' packed rows
-// (k * 256 bytes) stay in cache while every 4 rows of h pass over them, 16 accumulators per 4 x 64 tile.
-void PackedMatmul(int64_t rows, int64_t k, int64_t n, const float* h, const float* packed, float* z) {
+// One tile of z = h @ w: `Rows` rows of h (row stride k) against 64 columns of w (row stride w_stride), 4 * Rows
+// accumulators over the k rows of w.
+template <int Rows>
+[[gnu::always_inline]] inline void MatmulTile(int64_t k, const float* h, const float* w, int64_t w_stride, float* z,
+                                              int64_t z_stride) {
+  __m512 acc[Rows][4];
+  for (auto& row : acc)
+    for (auto& part : row) part = _mm512_setzero_ps();
+  for (int64_t j = 0; j < k; ++j) {
+    const float* w_j = w + j * w_stride;
+    const __m512 w0 = _mm512_loadu_ps(w_j), w1 = _mm512_loadu_ps(w_j + 16), w2 = _mm512_loadu_ps(w_j + 32),
+                 w3 = _mm512_loadu_ps(w_j + 48);
+    for (int i = 0; i < Rows; ++i) {
+      const __m512 a = _mm512_set1_ps(h[i * k + j]);
+      acc[i][0] = _mm512_fmadd_ps(a, w0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(a, w1, acc[i][1]);
+      acc[i][2] = _mm512_fmadd_ps(a, w2, acc[i][2]);
+      acc[i][3] = _mm512_fmadd_ps(a, w3, acc[i][3]);
+    }
+  }
+  for (int i = 0; i < Rows; ++i)
+    for (int part = 0; part < 4; ++part) _mm512_storeu_ps(z + i * z_stride + 16 * part, acc[i][part]);
+}
+
+// z [rows, n] = h [rows, k] @ w for n a multiple of 64, in groups of 64 columns: group g's k rows of 64 start at
+// w + g * group_stride, w_stride apart (packed by StepMatmul: k * 64 and 64; as given: 64 and n). Each group
+// stays in cache while every 4 rows of h pass over it.
+void TiledMatmul(int64_t rows, int64_t k, int64_t n, const float* h, const float* w, int64_t group_stride,
+                 int64_t w_stride, float* z) {
   for (int64_t group = 0; group < n / 64; ++group) {
-    const float* w = packed + group * k * 64;
-    for (int64_t r = 0; r < rows; r += 4) {
-      const float* h_row[4];
-      for (int i = 0; i < 4; ++i) h_row[i] = h + std::min(r + i, rows - 1) * k;  // A short tile repeats a row.
-      __m512 acc[4][4];
-      for (auto& row : acc)
-        for (auto& part : row) part = _mm512_setzero_ps();
-      for (int64_t j = 0; j < k; ++j) {
-        const __m512 w0 = _mm512_loadu_ps(w + j * 64), w1 = _mm512_loadu_ps(w + j * 64 + 16),
-                     w2 = _mm512_loadu_ps(w + j * 64 + 32), w3 = _mm512_loadu_ps(w + j * 64 + 48);
-        for (int i = 0; i < 4; ++i) {
-          const __m512 a = _mm512_set1_ps(h_row[i][j]);
-          acc[i][0] = _mm512_fmadd_ps(a, w0, acc[i][0]);
-          acc[i][1] = _mm512_fmadd_ps(a, w1, acc[i][1]);
-          acc[i][2] = _mm512_fmadd_ps(a, w2, acc[i][2]);
-          acc[i][3] = _mm512_fmadd_ps(a, w3, acc[i][3]);
-        }
-      }
-      for (int64_t i = 0; i < std::min<int64_t>(4, rows - r); ++i)
-        for (int part = 0; part < 4; ++part) _mm512_storeu_ps(z + (r + i) * n + group * 64 + 16 * part, acc[i][part]);
+    const float* w_group = w + group * group_stride;
+    float* z_group = z + group * 64;
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) MatmulTile<4>(k, h + r * k, w_group, w_stride, z_group + r * n, n);
+    switch (rows - r) {
+      case 3: MatmulTile<3>(k, h + r * k, w_group, w_stride, z_group + r * n, n); break;
+      case 2: MatmulTile<2>(k, h + r * k, w_group, w_stride, z_group + r * n, n); break;
+      case 1: MatmulTile<1>(k, h + r * k, w_group, w_stride, z_group + r * n, n); break;
     }
   }
 }
@@ -103,16 +127,17 @@ struct Loops {
   decltype(&baseline::AddTo) add_to;
   decltype(&baseline::step_forward) step_forward;
   decltype(&baseline::step_backward) step_backward;
-  // The per-step matmul on weights packed once per call (StepMatmul); null: OpenBLAS's sgemm, which packs
-  // its operands on every call.
-  void (*packed_matmul)(int64_t rows, int64_t k, int64_t n, const float* h, const float* packed, float* z);
+  // The per-step matmul in groups of 64 columns (StepMatmul); null: OpenBLAS's sgemm, which packs its operands
+  // on every call.
+  void (*tiled_matmul)(int64_t rows, int64_t k, int64_t n, const float* h, const float* w, int64_t group_stride,
+                       int64_t w_stride, float* z);
 };
 
 // The copies, best first.
 constexpr Loops kLoops[] = {
 #ifdef CHARLSTM_X86_LEVELS
     {"avx512", [] { return __builtin_cpu_supports(CHARLSTM_AVX512_LEVEL) > 0; }, avx512::AddTo, avx512::step_forward,
-     avx512::step_backward, avx512::PackedMatmul},
+     avx512::step_backward, avx512::TiledMatmul},
     {"avx2", [] { return __builtin_cpu_supports(CHARLSTM_AVX2_LEVEL) > 0; }, avx2::AddTo, avx2::step_forward,
      avx2::step_backward, nullptr},
 #endif
@@ -143,30 +168,34 @@ inline void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* 
 }
 
 // A time step's matmul z [rows, n] = h [rows, k] @ w for a w [k, n] (row-major) fixed over the call: the
-// recurrent kernel forward, its transpose back. With loops that have a packed matmul and n a multiple of 64,
-// w is packed once, 64 columns at a time; otherwise each step is an OpenBLAS sgemm, which packs w again on
-// every call (12% of the headline train step, docs/speed.md).
+// recurrent kernel forward, its transpose back. With loops that have a tiled matmul and n a multiple of 64, the
+// kernel's own 4 x 64 tiles; w is packed once, 64 columns at a time, when the call has at least kPackSteps steps
+// (a one-step call, as sampling makes, reads it in place). Otherwise each step is an OpenBLAS sgemm, which
+// packs w again on every call (12% of the headline train step, docs/speed.md).
 class StepMatmul {
  public:
-  StepMatmul(const float* w, int64_t k, int64_t n)
-      : w_(w), k_(k), n_(n), matmul_(n % 64 == 0 ? loops->packed_matmul : nullptr) {
-    if (matmul_ == nullptr) return;
+  static constexpr int64_t kPackSteps = 4;
+  StepMatmul(const float* w, int64_t k, int64_t n, int64_t steps)
+      : w_(w), k_(k), n_(n), matmul_(n % 64 == 0 ? loops->tiled_matmul : nullptr) {
+    if (matmul_ == nullptr || steps < kPackSteps) return;
     packed_.resize(k * n);
     for (int64_t group = 0; group < n / 64; ++group)
       for (int64_t j = 0; j < k; ++j)
         std::memcpy(&packed_[(group * k + j) * 64], w + j * n + group * 64, 64 * sizeof(float));
   }
   void operator()(int64_t rows, const float* h, float* z) const {
-    if (matmul_ != nullptr)
-      matmul_(rows, k_, n_, h, packed_.data(), z);
-    else
+    if (matmul_ == nullptr)
       sgemm(false, false, rows, n_, k_, h, k_, w_, n_, 0.0f, z, n_);
+    else if (packed_.empty())
+      matmul_(rows, k_, n_, h, w_, 64, n_, z);
+    else
+      matmul_(rows, k_, n_, h, packed_.data(), k_ * 64, 64, z);
   }
 
  private:
   const float* w_;
   int64_t k_, n_;
-  decltype(Loops::packed_matmul) matmul_;
+  decltype(Loops::tiled_matmul) matmul_;
   std::vector<float> packed_;
 };
 
@@ -181,8 +210,9 @@ int KernelThreads() {
   return threads;
 }
 
-// How many threads to split the batch's rows over. Starting a thread costs tens of microseconds, so
-// each needs at least 16 rows and 512 row-steps of work: sampling one step at a time stays on one.
+// How many blocks to split the batch's rows over: each at least 16 rows and 512 row-steps of work. A hand-off
+// to another thread costs microseconds, and more inside a loop of small XLA kernels whose threads it wakes:
+// sampling's one-step calls stay on the calling thread.
 int64_t RowBlocks(int64_t batch, int64_t time) {
   return std::clamp<int64_t>(std::min(batch / 16, batch * time / 512), 1, KernelThreads());
 }
@@ -190,14 +220,31 @@ int64_t RowBlocks(int64_t batch, int64_t time) {
 // How many threads to split the recurrent-weight gradient's 4*units columns over: 64 columns each at least.
 int64_t ColumnBlocks(int64_t width) { return std::clamp<int64_t>(width / 64, 1, KernelThreads()); }
 
+// Blocks of work for ParallelBlocks, claimed one at a time by whichever thread asks next.
+struct BlockClaims {
+  int64_t blocks;
+  std::function<void(int64_t)> run_block;
+  std::atomic<int64_t> next{0}, finished{0};
+  void Claim() {
+    for (int64_t k = next++; k < blocks; k = next++) {
+      run_block(k);
+      ++finished;
+    }
+  }
+};
+
 // Splits [0, count) into `blocks` contiguous blocks and runs work(block, first, size) for each
-// concurrently. The LSTM's batch rows are independent through time, so each thread runs its rows'
-// whole time loop without waiting for the others. An exception in any block is rethrown here once all
-// have finished.
+// concurrently: the calling thread and XLA's intra-op threads (no thread starts per call) claim blocks in
+// turn, and the caller runs any block no other thread has claimed, so a busy pool delays but never blocks it.
+// The LSTM's batch rows are independent through time, so each block runs its rows' whole time loop without
+// waiting for the others. An exception in any block is rethrown here once all have finished.
 template <typename Work>
-void ParallelBlocks(int64_t blocks, int64_t count, const Work& work) {
+void ParallelBlocks(ffi::ThreadPool& pool, int64_t blocks, int64_t count, const Work& work) {
   std::vector<std::exception_ptr> errors(blocks);
-  const auto run_block = [&](int64_t k) {
+  // Shared with the pool's tasks, which may start after this call has returned: they then find no block left.
+  const auto claims = std::make_shared<BlockClaims>();
+  claims->blocks = blocks;
+  claims->run_block = [&](int64_t k) {
     try {
       const int64_t first = count * k / blocks;
       work(k, first, count * (k + 1) / blocks - first);
@@ -205,17 +252,9 @@ void ParallelBlocks(int64_t blocks, int64_t count, const Work& work) {
       errors[k] = std::current_exception();
     }
   };
-  std::vector<std::thread> threads;
-  threads.reserve(blocks - 1);
-  for (int64_t k = 1; k < blocks; ++k) {
-    try {
-      threads.emplace_back(run_block, k);
-    } catch (...) {  // No thread to be had: this one does the block after its own.
-      run_block(k);
-    }
-  }
-  run_block(0);
-  for (auto& thread : threads) thread.join();
+  for (int64_t k = 1; k < blocks; ++k) pool.Schedule([claims] { claims->Claim(); });
+  claims->Claim();
+  while (claims->finished < blocks) std::this_thread::yield();
   for (const auto& error : errors)
     if (error) std::rethrow_exception(error);
 }
@@ -289,7 +328,7 @@ struct ForwardOutputs {
   float* c_last;
 };
 
-ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi::Buffer<ffi::F32>& c0,
+ffi::Error Forward(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi::Buffer<ffi::F32>& c0,
                    ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& ids, ffi::Span<const int64_t> hs_dims,
                    ForwardOutputs out) {
   const int64_t time = hs_dims[0], batch = hs_dims[1], units = hs_dims[2], width = 4 * units;
@@ -300,8 +339,8 @@ ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi
   const size_t step_h = batch * units, step_z = 4 * step_h;
   const bool save = out.gates != nullptr;
   return Guarded([&] {
-    const StepMatmul recurrent(kernel.typed_data(), units, width);
-    ParallelBlocks(RowBlocks(batch, time), batch, [&](int64_t, int64_t first, int64_t rows) {
+    const StepMatmul recurrent(kernel.typed_data(), units, width, time);
+    ParallelBlocks(pool, RowBlocks(batch, time), batch, [&](int64_t, int64_t first, int64_t rows) {
       std::vector<float> scratch(save ? 0 : rows * (width + 2 * units));  // One step's gates, two steps' c.
       std::vector<const float*> x_rows(rows);
       const float *h_prev = h0.typed_data() + first * units, *c_prev = c0.typed_data() + first * units;
@@ -322,18 +361,18 @@ ffi::Error Forward(ffi::Buffer<ffi::F32>& kernel, ffi::Buffer<ffi::F32>& h0, ffi
 }
 
 // Training's forward pass: hs, cs and gates for every step.
-ffi::Error LstmForwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+ffi::Error LstmForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                            ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> hs,
                            ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> gates) {
-  return Forward(kernel, h0, c0, x, ids, hs->dimensions(),
+  return Forward(pool, kernel, h0, c0, x, ids, hs->dimensions(),
                  {hs->typed_data(), cs->typed_data(), gates->typed_data(), nullptr});
 }
 
 // Inference's forward pass (evaluation, sampling): hs for every step and the last c only.
-ffi::Error LstmInferenceImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+ffi::Error LstmInferenceImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                              ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> hs,
                              ffi::ResultBuffer<ffi::F32> c_last) {
-  return Forward(kernel, h0, c0, x, ids, hs->dimensions(), {hs->typed_data(), nullptr, nullptr, c_last->typed_data()});
+  return Forward(pool, kernel, h0, c0, x, ids, hs->dimensions(), {hs->typed_data(), nullptr, nullptr, c_last->typed_data()});
 }
 
 // Backward over time from the forward's hs, cs and gates. dz enters holding the gates (aliased) and
@@ -341,7 +380,7 @@ ffi::Error LstmInferenceImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32>
 // id (one partial table per thread, added in order, so the sums are the same every run). dh0 and dc0
 // carry (dh, dc) back through time and end as the gradient of the initial state; d_kernel is one
 // sgemm over all steps at the end.
-ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
                             ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gates,
                             ffi::Buffer<ffi::F32> d_hs, ffi::Buffer<ffi::F32> d_h, ffi::Buffer<ffi::F32> d_c,
                             ffi::Buffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> dz,
@@ -373,10 +412,10 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
     std::vector<float> kernel_t(units * width);  // [4*units, units]: a plain (untransposed) matmul is faster.
     for (int64_t i = 0; i < units; ++i)
       for (int64_t j = 0; j < width; ++j) kernel_t[j * units + i] = kernel.typed_data()[i * width + j];
-    const StepMatmul recurrent_back(kernel_t.data(), width, units);
+    const StepMatmul recurrent_back(kernel_t.data(), width, units, time);
     const int64_t row_blocks = RowBlocks(batch, time);
     std::vector<float> partial_tables(row_blocks * vocab * width, 0.0f);
-    ParallelBlocks(row_blocks, batch, [&](int64_t block, int64_t first, int64_t rows) {
+    ParallelBlocks(pool, row_blocks, batch, [&](int64_t block, int64_t first, int64_t rows) {
       float *dh_rows = dh + first * units, *dc_rows = dc + first * units;
       float* table = partial_tables.data() + block * vocab * width;
       for (int64_t t = time - 1; t >= 0; --t) {
@@ -400,7 +439,7 @@ ffi::Error LstmBackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> 
     // d_kernel = h0^T dz[0] + hs[:-1]^T dz[1:]: [units, batch] @ [batch, 4*units], then one large sgemm,
     // each thread taking a block of d_kernel's columns.
     float* dk = d_kernel->typed_data();
-    ParallelBlocks(ColumnBlocks(width), width, [&](int64_t, int64_t first, int64_t columns) {
+    ParallelBlocks(pool, ColumnBlocks(width), width, [&](int64_t, int64_t first, int64_t columns) {
       sgemm(true, false, units, columns, batch, h0.typed_data(), units, z + first, width, 0.0f, dk + first, width);
       if (time > 1)
         sgemm(true, false, units, columns, (time - 1) * batch, hs.typed_data(), units, z + step_z + first, width,

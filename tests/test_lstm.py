@@ -110,10 +110,11 @@ def call(scan_fn, *layer):
     return scan_fn(*layer)
 
 
-# (batch, time, units, vocab): features and ids, small; 64 units, whose kernel packs the recurrent matmul's
-# weights both ways (AVX-512 loops), over 6 rows (a tile of 4 and a short one); and 37 rows over 30 steps
-# with 128 gate columns, which the CPU kernel splits over two threads on two cores or more.
-PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (6, 3, 64, 5),
+# (batch, time, units, vocab): features and ids, small; 64 units, whose recurrent matmul the kernel tiles
+# itself both ways (AVX-512 loops), over weights read in place (3 steps) or packed (5 steps), in row tiles of 4
+# and a short one; and 37 rows over 30 steps with 128 gate columns, which the CPU kernel splits over two
+# threads on two cores or more.
+PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (6, 3, 64, 5), (7, 5, 64, 0),
             *(pytest.param(37, 30, 32, v, marks=pytest.mark.slow) for v in (0, 9))]
 
 
@@ -133,7 +134,7 @@ def test_final_carry_cotangent_alone_reaches_every_input(scan):
     assert_equals_reference(scan, outputs_and_grads, layer, cotangents, problem=("final carry",))
 
 
-@pytest.mark.parametrize("batch, time, units, vocab", [(2, 1, 3, 0), *PROBLEMS])
+@pytest.mark.parametrize("batch, time, units, vocab", [(2, 1, 3, 0), (5, 1, 64, 5), *PROBLEMS])
 def test_outputs_without_gradients_equal_autodiff(scan, batch, time, units, vocab):
     """Evaluation and sampling call the layer without differentiating it: the same hs and final (h, c)."""
     layer, _ = random_layer(batch=batch, time=time, units=units, vocab=vocab, seed=2)

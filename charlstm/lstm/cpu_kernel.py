@@ -3,9 +3,10 @@
 `pip install` compiles the kernel (setup.py); here OpenBLAS from the scipy-openblas32 package is
 loaded and handed to it, and its three handlers are registered with XLA once. Each time step is one
 matmul (with the AVX-512 loops on weights packed once per call, else OpenBLAS's) and one vectorised
-loop with no per-step dispatch; the kernel splits a batch's rows over up to one thread per core
+loop with no per-step dispatch; the kernel splits a batch's rows into up to one block per core
 (OPENBLAS_NUM_THREADS caps how many), each running its rows' whole time loop with single-threaded
-OpenBLAS; small batches and one-step calls (sampling) stay on one thread. With character ids it
+OpenBLAS on a thread of XLA's intra-op pool; small batches and one-step calls (sampling) stay on the
+calling thread. With character ids it
 gathers the table's rows itself and sums their gradient by id, so x_proj and its gradient are never
 written out whole. Its element-wise loops are compiled for AVX-512, AVX2 and baseline x86-64: it runs
 the best this CPU has, or the copy CHARLSTM_CPU_ISA names (use_loops switches between calls), and its
