@@ -181,6 +181,23 @@ class CharLSTM(nnx.Module):
         """Next-character logits `[..., vocab]` of top-layer outputs hs `[..., units]`: the head, tied or not."""
         return self.head(hs, self.embed.embedding[...]) if self.tie_weights else self.head(hs)
 
+    def input_table(self) -> jax.Array:
+        """What each character adds to the first layer's gates, bias included, `[vocab, gates*units]`: its row
+        of the one-hot input kernel, or its embedding times that kernel."""
+        layer = self.layers[0]
+        kernel = layer.input_kernel[...]
+        return (kernel if self.embed is None else self.embed.embedding[...] @ kernel) + layer.bias[...]
+
+    def head_weights(self) -> tuple[jax.Array, jax.Array]:
+        """The head as one affine map of the top outputs: kernel `[units, vocab]` and bias `[vocab]` (tied: the
+        embedding's transpose, after the projection when there is one)."""
+        if not self.tie_weights:
+            return self.head.kernel[...], self.head.bias[...]
+        kernel = self.embed.embedding[...].T
+        if self.head.projection is not None:
+            kernel = self.head.projection[...] @ kernel
+        return kernel, self.head.bias[...]
+
     def __call__(
         self, ids: jax.Array, state: RecurrentState | None = None, dropout_key: jax.Array | None = None
     ) -> tuple[jax.Array, RecurrentState]:

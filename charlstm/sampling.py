@@ -1,6 +1,7 @@
 """Stateful batched sampling: prime the LSTM on the prompt once, then one cell step per character.
 
-The steps run in compiled chunks with the state carried between them, so text
+The steps run in compiled chunks with the state carried between them (where the compiled CPU kernel runs
+the model's LSTM layers and no top-k or top-p is asked, a chunk is one call of its sampling loop), so text
 can be handed out as it comes (streaming) and Ctrl-C is seen between chunks;
 a chunk's length is the only shape besides the rows and the prompt length, and
 the random numbers are drawn for the whole sample up front, so chunking never
@@ -21,14 +22,16 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from charlstm import lstm
 from charlstm.data import Vocab
+from charlstm.lstm import cpu_kernel
 from charlstm.model import CharLSTM, RecurrentState
 
 # Steps per iteration of the compiled loop: at batch 1 on CPU, about 7% faster than 1.
 UNROLL = 4
-# The LSTM implementation of one-character steps when the config says 'auto': XLA's cell. The compiled CPU
-# kernel's one-step call costs more at batch 1 (the headline model's sampler: 246K characters/s against 277K)
-# and gains 8% at batch 64 (892K against 824K), not worth a second path.
+# The LSTM implementation of one-character steps when the config says 'auto' and the loop does not run in the
+# compiled kernel (kernel_samples): XLA's cell. The kernel's one-step call costs more at batch 1 (the headline
+# model's sampler: 246K characters/s against 277K).
 STEP_IMPL = "xla"
 # Steps per compiled call when streaming: text reaches the reader every STREAM_CHUNK characters.
 STREAM_CHUNK = 64
@@ -146,13 +149,43 @@ def uniform_block(keys: jax.Array, block: int, size: int) -> jax.Array:
     return jax.vmap(lambda key: jax.random.uniform(key, (size,)))(keys)
 
 
+def kernel_samples(model: CharLSTM) -> bool:
+    """Whether sample_chunk's whole loop runs in the compiled CPU kernel (cpu_kernel.sample_steps): every layer
+    an LSTM without rounds whose implementation (its lstm_impl, 'auto' included) is the kernel here."""
+    return all(
+        layer.cell == "lstm" and layer.rounds is None
+        and lstm.select(layer.lstm_impl, layer.recurrent_kernel[...].dtype) == "cpu_kernel"
+        for layer in model.layers
+    )
+
+
+def kernel_chunk(model: CharLSTM, carry, uniforms: jax.Array, temperatures: jax.Array):
+    """sample_chunk's steps, one per column of uniforms `[rows, steps]`, in one call of the compiled kernel."""
+    logits, state = carry
+    layers, width = model.layers, 4 * model.layers[0].units
+    above = layers[1:]
+    inputs = jnp.stack([layer.input_kernel[...] for layer in above]) if above else jnp.zeros((0, width // 4, width))
+    biases = jnp.stack([layer.bias[...] for layer in above]) if above else jnp.zeros((0, width))
+    recurrent = jnp.stack([layer.recurrent_kernel[...] for layer in layers])
+    ids, model_log_probs, sampling_log_probs, state, logits = cpu_kernel.sample_steps(
+        model.input_table(), recurrent, inputs, biases, *model.head_weights(), jnp.stack([jnp.stack(c) for c in state]),
+        logits, uniforms, temperatures,
+    )
+    carry = logits, tuple((h, c) for h, c in state)
+    return carry, jnp.stack([ids.astype(jnp.float32), model_log_probs, sampling_log_probs])
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "steps", "filtered"))
 def sample_chunk(graphdef, params, carry, uniforms, at, temperatures, top_k, top_p, *, steps: int, filtered: bool):
     """`steps` steps from `carry` (the logits and state) with the uniforms `[rows, n]` from column `at`
     -> the carry after them, and per step `[rows, steps]` the drawn ids, their log-probabilities under
-    the model (temperature 1) and under the distribution they were drawn from (0 where greedy)."""
-    model = for_steps(nnx.merge(graphdef, params))
+    the model (temperature 1) and under the distribution they were drawn from (0 where greedy). Without
+    top-k or top-p, in the compiled kernel where it runs the model (kernel_samples), else as a scan."""
+    model = nnx.merge(graphdef, params)
     uniforms = jax.lax.dynamic_slice_in_dim(uniforms, at, steps, axis=1)
+    if not filtered and kernel_samples(model):
+        return kernel_chunk(model, carry, uniforms, temperatures)
+    model = for_steps(model)
 
     def step(carry, uniform):
         logits, state = carry

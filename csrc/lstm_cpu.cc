@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -127,6 +128,8 @@ struct Loops {
   decltype(&baseline::AddTo) add_to;
   decltype(&baseline::step_forward) step_forward;
   decltype(&baseline::step_backward) step_backward;
+  decltype(&baseline::RowsMatmul) rows_matmul;
+  decltype(&baseline::DrawRow) draw_row;
   // The per-step matmul in groups of 64 columns (StepMatmul); null: OpenBLAS's sgemm, which packs its operands
   // on every call.
   void (*tiled_matmul)(int64_t rows, int64_t k, int64_t n, const float* h, const float* w, int64_t group_stride,
@@ -137,11 +140,12 @@ struct Loops {
 constexpr Loops kLoops[] = {
 #ifdef CHARLSTM_X86_LEVELS
     {"avx512", [] { return __builtin_cpu_supports(CHARLSTM_AVX512_LEVEL) > 0; }, avx512::AddTo, avx512::step_forward,
-     avx512::step_backward, avx512::TiledMatmul},
+     avx512::step_backward, avx512::RowsMatmul, avx512::DrawRow, avx512::TiledMatmul},
     {"avx2", [] { return __builtin_cpu_supports(CHARLSTM_AVX2_LEVEL) > 0; }, avx2::AddTo, avx2::step_forward,
-     avx2::step_backward, nullptr},
+     avx2::step_backward, avx2::RowsMatmul, avx2::DrawRow, nullptr},
 #endif
-    {"baseline", [] { return true; }, baseline::AddTo, baseline::step_forward, baseline::step_backward, nullptr},
+    {"baseline", [] { return true; }, baseline::AddTo, baseline::step_forward, baseline::step_backward,
+     baseline::RowsMatmul, baseline::DrawRow, nullptr},
 };
 
 // The copy the handlers call: the best this CPU runs until CharlstmUseLoops picks another.
@@ -281,16 +285,21 @@ bool HasShape(ffi::Span<const int64_t> dims, std::initializer_list<int64_t> shap
   return std::equal(dims.begin(), dims.end(), shape.begin(), shape.end());
 }
 
+// An error for a handler called before charlstm.lstm.cpu_kernel handed OpenBLAS over, else success.
+ffi::Error CheckOpenblas() {
+  if (openblas.sgemm != nullptr) return ffi::Error::Success();
+  return ffi::Error::Internal(
+      "charlstm LSTM kernel: OpenBLAS was not handed over (CharlstmUseOpenblas): load the kernel through "
+      "charlstm.lstm.cpu_kernel");
+}
+
 // The inputs' shapes for `time` steps of `batch` rows: kernel [units, 4*units], h0 and c0 [batch, units],
 // and either x_proj [time, batch, 4*units] (ids empty) or a table [vocab, 4*units] with ids [time, batch];
 // time * batch must fit OpenBLAS's int.
 ffi::Error CheckShapes(ffi::Span<const int64_t> kernel, ffi::Span<const int64_t> h0, ffi::Span<const int64_t> c0,
                        ffi::Span<const int64_t> x, ffi::Span<const int64_t> ids, size_t id_count, int64_t time,
                        int64_t batch) {
-  if (openblas.sgemm == nullptr)
-    return ffi::Error::Internal(
-        "charlstm LSTM kernel: OpenBLAS was not handed over (CharlstmUseOpenblas): load the kernel through "
-        "charlstm.lstm.cpu_kernel");
+  if (auto error = CheckOpenblas(); error.failure()) return error;
   const int64_t units = kernel.size() == 2 ? kernel[0] : 0, width = 4 * units;
   const bool valid = units > 0 && HasShape(kernel, {units, width}) && time > 0 && batch > 0 &&
                      time * batch <= std::numeric_limits<int>::max() && HasShape(h0, {batch, units}) &&
@@ -449,6 +458,95 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> kernel, 
   });
 }
 
+
+// Sampling's loop (charlstm.sampling.sample_chunk without top-k or top-p): `steps` characters per row, each
+// drawn from the row's logits with its uniform number (DrawRow), then fed through every LSTM layer and the
+// head for the next logits. One call runs the whole chunk: no per-step dispatch, and a large enough batch's
+// rows split into blocks, each running its whole loop on its own thread.
+//   table [vocab, 4*units]: the first layer's input projection of each character, bias included;
+//   recurrent [layers, units, 4*units]; inputs [layers - 1, units, 4*units] and biases [layers - 1, 4*units]:
+//   the other layers' input kernels and biases; head_kernel [units, vocab], head_bias [vocab];
+//   state [layers, 2, rows, units]: each layer's h and c; logits [rows, vocab]; uniforms [rows, steps];
+//   temperatures [rows] (0: greedy).
+// Results: ids, model_log_probs and sampling_log_probs [rows, steps]; the state and logits after the last step.
+ffi::Error LstmSampleImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> recurrent,
+                          ffi::Buffer<ffi::F32> inputs, ffi::Buffer<ffi::F32> biases, ffi::Buffer<ffi::F32> head_kernel,
+                          ffi::Buffer<ffi::F32> head_bias, ffi::Buffer<ffi::F32> state, ffi::Buffer<ffi::F32> logits,
+                          ffi::Buffer<ffi::F32> uniforms, ffi::Buffer<ffi::F32> temperatures,
+                          ffi::ResultBuffer<ffi::S32> ids, ffi::ResultBuffer<ffi::F32> model_log_probs,
+                          ffi::ResultBuffer<ffi::F32> sampling_log_probs, ffi::ResultBuffer<ffi::F32> state_out,
+                          ffi::ResultBuffer<ffi::F32> logits_out) {
+  const auto dims = state.dimensions();
+  const int64_t layers = dims.size() == 4 ? dims[0] : 0, rows = layers ? dims[2] : 0, units = layers ? dims[3] : 0;
+  const int64_t width = 4 * units, vocab = table.dimensions().size() == 2 ? table.dimensions()[0] : 0;
+  const int64_t steps = uniforms.dimensions().size() == 2 ? uniforms.dimensions()[1] : 0;
+  if (!(layers > 0 && units > 0 && vocab > 0 && HasShape(dims, {layers, 2, rows, units}) &&
+        HasShape(table.dimensions(), {vocab, width}) && HasShape(recurrent.dimensions(), {layers, units, width}) &&
+        HasShape(inputs.dimensions(), {layers - 1, units, width}) && HasShape(biases.dimensions(), {layers - 1, width}) &&
+        HasShape(head_kernel.dimensions(), {units, vocab}) && HasShape(head_bias.dimensions(), {vocab}) &&
+        HasShape(logits.dimensions(), {rows, vocab}) && HasShape(uniforms.dimensions(), {rows, steps}) &&
+        HasShape(temperatures.dimensions(), {rows})))
+    return ffi::Error::InvalidArgument(
+        "lstm sample: expected table [vocab, 4*units], recurrent [layers, units, 4*units], inputs [layers - 1, "
+        "units, 4*units], biases [layers - 1, 4*units], head [units, vocab] and [vocab], state [layers, 2, rows, "
+        "units], logits [rows, vocab], uniforms [rows, steps] and temperatures [rows]");
+  if (auto error = CheckOpenblas(); error.failure()) return error;
+  return Guarded([&] {
+    std::vector<StepMatmul> recurrent_matmuls, input_matmuls;
+    for (int64_t l = 0; l < layers; ++l) {
+      recurrent_matmuls.emplace_back(recurrent.typed_data() + l * units * width, units, width, steps);
+      if (l > 0) input_matmuls.emplace_back(inputs.typed_data() + (l - 1) * units * width, units, width, steps);
+    }
+    const float* state_in = state.typed_data();
+    ParallelBlocks(pool, RowBlocks(rows, steps), rows, [&](int64_t, int64_t first, int64_t n) {
+      // This block's rows: each layer's h, its c in two buffers (a step reads one, writes the other), the gates,
+      // the input projection of the layers above the first, the logits and the draw's scratch.
+      std::vector<float> h(layers * n * units), c(2 * layers * n * units), z(n * width), x(n * width);
+      std::vector<float> row_logits(n * vocab), weights(vocab);
+      std::vector<const float*> x_rows(n);
+      for (int64_t l = 0; l < layers; ++l) {
+        std::memcpy(h.data() + l * n * units, state_in + (2 * l * rows + first) * units, sizeof(float) * n * units);
+        std::memcpy(c.data() + 2 * l * n * units, state_in + ((2 * l + 1) * rows + first) * units,
+                    sizeof(float) * n * units);
+      }
+      std::memcpy(row_logits.data(), logits.typed_data() + first * vocab, sizeof(float) * n * vocab);
+      for (int64_t t = 0; t < steps; ++t) {
+        for (int64_t b = 0; b < n; ++b) {
+          const int64_t at = (first + b) * steps + t;
+          const int32_t id = loops->draw_row(vocab, row_logits.data() + b * vocab, uniforms.typed_data()[at],
+                                             temperatures.typed_data()[first + b], weights.data(),
+                                             model_log_probs->typed_data() + at, sampling_log_probs->typed_data() + at);
+          ids->typed_data()[at] = id;
+          x_rows[b] = TableRow(table.typed_data(), vocab, width, id);
+        }
+        for (int64_t l = 0; l < layers; ++l) {
+          float* h_l = h.data() + l * n * units;
+          if (l > 0) {  // The input projection of the layer below's new h.
+            input_matmuls[l - 1](n, h_l - n * units, x.data());
+            for (int64_t b = 0; b < n; ++b) {
+              loops->add_to(width, biases.typed_data() + (l - 1) * width, x.data() + b * width);
+              x_rows[b] = x.data() + b * width;
+            }
+          }
+          float* c_prev = c.data() + (2 * l + t % 2) * n * units;
+          float* c_next = c.data() + (2 * l + (t + 1) % 2) * n * units;
+          recurrent_matmuls[l](n, h_l, z.data());
+          loops->step_forward(n, units, z.data(), x_rows.data(), c_prev, c_next, h_l);
+        }
+        loops->rows_matmul(n, units, vocab, h.data() + (layers - 1) * n * units, head_kernel.typed_data(),
+                           head_bias.typed_data(), row_logits.data());
+      }
+      for (int64_t l = 0; l < layers; ++l) {
+        const float* c_last = c.data() + (2 * l + steps % 2) * n * units;
+        std::memcpy(state_out->typed_data() + (2 * l * rows + first) * units, h.data() + l * n * units,
+                    sizeof(float) * n * units);
+        std::memcpy(state_out->typed_data() + ((2 * l + 1) * rows + first) * units, c_last, sizeof(float) * n * units);
+      }
+      std::memcpy(logits_out->typed_data() + first * vocab, row_logits.data(), sizeof(float) * n * vocab);
+    });
+    return ffi::Error::Success();
+  });
+}
 }  // namespace
 
 // Called once by charlstm.lstm.cpu_kernel before any handler runs, with the addresses of scipy-openblas32's
@@ -501,3 +599,4 @@ extern "C" int CharlstmUseLoops(const char* name) {
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmForward, LstmForwardImpl);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmInference, LstmInferenceImpl);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmBackward, LstmBackwardImpl);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CharlstmLstmSample, LstmSampleImpl);

@@ -6,15 +6,19 @@ import pytest
 from flax import nnx
 
 from charlstm import data, sampling
+from charlstm.lstm import cpu_kernel
 from charlstm.model import CharLSTM, split_model
 from tests.conftest import assert_float32_accurate, in_float64
 
 VOCAB = 13
+# The copies of the compiled kernel's loops this CPU runs (none without the kernel).
+KERNEL_LOOPS = cpu_kernel.loops_here() if cpu_kernel.available() else []
 
 
-@pytest.fixture(scope="module")
-def model():
-    return CharLSTM(VOCAB, 16, 2, rngs=nnx.Rngs(0))
+@pytest.fixture(scope="module", params=["auto", "xla"])
+def model(request):
+    """Two layers; 'auto' samples in the compiled kernel's loop where it loaded, 'xla' as a scan of XLA's cell."""
+    return CharLSTM(VOCAB, 16, 2, lstm_impl=request.param, rngs=nnx.Rngs(0))
 
 
 def generate(model, prompt, temperatures, seeds, length=12, top_k=0, top_p=1.0):
@@ -180,3 +184,51 @@ def test_texts_are_cut_after_the_stop_string(model):
     (cut,) = sampling.sample_texts(graphdef, params, vocab, np.asarray([1, 2]), [0.0], jax.random.key(0)[None], sample)
     assert cut == full[: full.index(sample.stop) + 2] and len(cut) <= 7
     assert sampling.cut_at_stop("one. two.", ".") == "one." and sampling.cut_at_stop("one", "x") == "one"
+
+
+def teacher_forced_log_probs(model, prompt, ids, temperatures):
+    """The log-probabilities of drawn ids `[rows, length]` after `prompt`, under the model and under each row's
+    tempered distribution (0 where greedy), from the model run over the whole text: in float32 and float64."""
+    graphdef, params = split_model(model)
+
+    def log_probs(params, temperatures):
+        text = jnp.concatenate([jnp.broadcast_to(prompt, (ids.shape[0], len(prompt))), ids], axis=1)
+        logits = nnx.merge(graphdef, params)(text[:, :-1])[0][:, len(prompt) - 1 :]
+        t = temperatures[:, None, None]
+        scaled = (logits - logits.max(-1, keepdims=True)) / jnp.maximum(t, 1e-6)
+        model_lp, sampling_lp = (
+            jnp.take_along_axis(jax.nn.log_softmax(x), ids[..., None], -1)[..., 0] for x in (logits, scaled)
+        )
+        return model_lp, jnp.where(t[..., 0] > 0, sampling_lp, 0.0)
+
+    return log_probs(params, temperatures), in_float64(log_probs, params, temperatures)
+
+
+@pytest.mark.skipif(not KERNEL_LOOPS, reason="the compiled CPU kernel is not loaded")
+@pytest.mark.parametrize("loops", KERNEL_LOOPS)
+def test_the_kernels_loop_draws_the_scans_ids_with_accurate_log_probabilities(loops):
+    """sample_chunk's loop in the compiled kernel (each copy of its loops) against the XLA scan: two layers over
+    an embedding, a tied head with its projection; greedy and tempered rows, 36 of them (two blocks of rows)."""
+    models = {
+        impl: CharLSTM(VOCAB, 16, 2, embed_dim=8, tie_weights=True, lstm_impl=impl, rngs=nnx.Rngs(1))
+        for impl in ("cpu_kernel", "xla")
+    }
+    assert sampling.kernel_samples(models["cpu_kernel"]) and not sampling.kernel_samples(models["xla"])
+    prompt, temperatures = jnp.asarray([1, 2, 3, 4]), jnp.tile(jnp.asarray([0.0, 0.7, 1.3]), 12)
+    keys = jnp.tile(jnp.stack([jax.random.key(s) for s in (1, 2, 3)]), 12)
+    in_use = cpu_kernel.loops_in_use()
+    cpu_kernel.use_loops(loops)
+    try:
+        drawn = {
+            impl: list(sampling.sample_chunks(*split_model(m), prompt, temperatures, keys, 40))
+            for impl, m in models.items()
+        }
+    finally:
+        cpu_kernel.use_loops(in_use)
+    ids = drawn["xla"][0].ids
+    np.testing.assert_array_equal(ids[3:], np.tile(ids[:3], (11, 1)))  # Rows with the same key draw alike.
+    references = teacher_forced_log_probs(models["xla"], prompt, jnp.asarray(ids), temperatures)
+    for impl, (chunk,) in drawn.items():
+        np.testing.assert_array_equal(chunk.ids, ids, err_msg=impl)
+        log_probs = (chunk.model_log_probs, chunk.sampling_log_probs)
+        assert_float32_accurate(log_probs, *references, f"{impl} sampler's log-probabilities")

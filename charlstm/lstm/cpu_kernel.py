@@ -28,6 +28,7 @@ from charlstm.errors import CharLSTMError
 from charlstm.lstm.cell import Carry, projection_inputs, with_saved_gates
 
 FORWARD, BACKWARD, INFERENCE = "charlstm_lstm_forward", "charlstm_lstm_backward", "charlstm_lstm_inference"
+SAMPLE = "charlstm_lstm_sample"
 DISABLE_ENV = "CHARLSTM_CPU_KERNEL"  # 'off': behave as if the kernel had not been built.
 ISA_ENV = "CHARLSTM_CPU_ISA"  # 'avx512', 'avx2' or 'baseline': the loops' copy to run (unset: the best here).
 
@@ -87,6 +88,7 @@ def load_failure() -> str | None:
     jax.ffi.register_ffi_target(FORWARD, jax.ffi.pycapsule(library.CharlstmLstmForward), platform="cpu")
     jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.CharlstmLstmBackward), platform="cpu")
     jax.ffi.register_ffi_target(INFERENCE, jax.ffi.pycapsule(library.CharlstmLstmInference), platform="cpu")
+    jax.ffi.register_ffi_target(SAMPLE, jax.ffi.pycapsule(library.CharlstmLstmSample), platform="cpu")
     return None
 
 
@@ -213,3 +215,21 @@ scan = with_saved_gates(_saving_forward, _inference, _backward)
 def lstm_scan(input_kernel: jax.Array, recurrent_kernel: jax.Array, bias: jax.Array, carry: Carry, x: jax.Array):
     """charlstm.lstm's signature: ids `[time, batch]` or features `[time, batch, in]` -> (hs, (h, c))."""
     return scan(recurrent_kernel, carry, *projection_inputs(input_kernel, bias, x))
+
+
+def sample_steps(
+    table: jax.Array, recurrent: jax.Array, inputs: jax.Array, biases: jax.Array, head_kernel: jax.Array,
+    head_bias: jax.Array, state: jax.Array, logits: jax.Array, uniforms: jax.Array, temperatures: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """charlstm.sampling's loop, one character per uniform number of each row, in one call: the LSTM layers'
+    weights (table `[vocab, 4*units]`, bias included; recurrent `[layers, units, 4*units]`; the layers above
+    the first: inputs `[layers - 1, units, 4*units]`, biases `[layers - 1, 4*units]`), the head's
+    `[units, vocab]` and `[vocab]`, the state `[layers, 2, rows, units]` (h and c), the logits `[rows, vocab]`,
+    uniforms `[rows, steps]` and temperatures `[rows]` -> the drawn ids, their log-probabilities under the
+    model and under the distribution drawn from `[rows, steps]`, and the state and logits after the last step."""
+    rows, steps = uniforms.shape
+    results = (jax.ShapeDtypeStruct((rows, steps), jnp.int32), _float32(rows, steps), _float32(rows, steps),
+               _float32(*state.shape), _float32(*logits.shape))
+    return _call(SAMPLE, results)(
+        table, recurrent, inputs, biases, head_kernel, head_bias, state, logits, uniforms, temperatures
+    )
