@@ -130,6 +130,7 @@ struct Loops {
   decltype(&baseline::step_backward) step_backward;
   decltype(&baseline::RowsMatmul) rows_matmul;
   decltype(&baseline::DrawRow) draw_row;
+  decltype(&baseline::SumFloats) sum_floats;
   // The per-step matmul in groups of 64 columns (StepMatmul); null: OpenBLAS's sgemm, which packs its operands
   // on every call.
   void (*tiled_matmul)(int64_t rows, int64_t k, int64_t n, const float* h, const float* w, int64_t group_stride,
@@ -140,12 +141,12 @@ struct Loops {
 constexpr Loops kLoops[] = {
 #ifdef CHARLSTM_X86_LEVELS
     {"avx512", [] { return __builtin_cpu_supports(CHARLSTM_AVX512_LEVEL) > 0; }, avx512::AddTo, avx512::step_forward,
-     avx512::step_backward, avx512::RowsMatmul, avx512::DrawRow, avx512::TiledMatmul},
+     avx512::step_backward, avx512::RowsMatmul, avx512::DrawRow, avx512::SumFloats, avx512::TiledMatmul},
     {"avx2", [] { return __builtin_cpu_supports(CHARLSTM_AVX2_LEVEL) > 0; }, avx2::AddTo, avx2::step_forward,
-     avx2::step_backward, avx2::RowsMatmul, avx2::DrawRow, nullptr},
+     avx2::step_backward, avx2::RowsMatmul, avx2::DrawRow, avx2::SumFloats, nullptr},
 #endif
     {"baseline", [] { return true; }, baseline::AddTo, baseline::step_forward, baseline::step_backward,
-     baseline::RowsMatmul, baseline::DrawRow, nullptr},
+     baseline::RowsMatmul, baseline::DrawRow, baseline::SumFloats, nullptr},
 };
 
 // The copy the handlers call: the best this CPU runs until CharlstmUseLoops picks another.
@@ -586,6 +587,14 @@ extern "C" const char* CharlstmLoopsHere() {
   return names.c_str();
 }
 extern "C" const char* CharlstmLoopsInUse() { return loops->name; }
+
+// Reads x [n] (n a multiple of 64) `passes` times with the loops in use; returns the sum, so that no pass can be
+// skipped. For the benchmarks' memory-bound limit (charlstm.lstm.cpu_kernel.read_bytes_per_second).
+extern "C" float CharlstmReadFloats(const float* x, int64_t n, int64_t passes) {
+  float total = 0.0f;
+  for (int64_t pass = 0; pass < passes; ++pass) total += loops->sum_floats(n, x);
+  return total;
+}
 extern "C" int CharlstmUseLoops(const char* name) {
   for (const auto& candidate : kLoops)
     if (std::strcmp(candidate.name, name) == 0 && candidate.runs_here()) {

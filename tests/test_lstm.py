@@ -266,6 +266,18 @@ needs_kernel = pytest.mark.skipif(not cpu_kernel.available(), reason="the compil
 
 
 @needs_kernel
+def test_every_copy_of_the_loops_reads_memory_at_a_finite_rate():
+    """The benchmarks' memory-bound limit (cpu_kernel.read_bytes_per_second) runs in each copy."""
+    in_use = cpu_kernel.loops_in_use()
+    try:
+        for loops in cpu_kernel.loops_here():
+            cpu_kernel.use_loops(loops)
+            assert 0 < cpu_kernel.read_bytes_per_second(1000, passes=10, repeats=1) < float("inf")
+    finally:
+        cpu_kernel.use_loops(in_use)
+
+
+@needs_kernel
 def test_kernel_gradients_are_the_same_bits_every_run():
     """Threads sum their partial tables in a fixed order: same config and seed, same numbers."""
     layer, cotangents = random_layer(batch=37, time=30, units=32, vocab=9)

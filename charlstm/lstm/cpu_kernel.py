@@ -19,10 +19,12 @@ import functools
 import hashlib
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from charlstm.errors import CharLSTMError
 from charlstm.lstm.cell import Carry, projection_inputs, with_saved_gates
@@ -127,6 +129,21 @@ def use_loops(name: str) -> None:
     """Runs the kernel's loops compiled for `name` (one of loops_here()) from the next call on; compiled
     functions need no retracing. For tests and benchmarks of every copy; CHARLSTM_CPU_ISA sets it at load."""
     _switch_loops(_library(), name, f"loops {name!r}")
+
+
+def read_bytes_per_second(n_bytes: int, passes: int = 2000, repeats: int = 5) -> float:
+    """How fast the kernel's loops read `n_bytes` (rounded up to 256) again and again, `passes` times, the
+    fastest of `repeats`: the memory-bound limit of a step that reads that many bytes of weights once (from
+    cache, where they fit)."""
+    read = _library().CharlstmReadFloats
+    read.restype, read.argtypes = ctypes.c_float, (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+    floats = np.ones(-(-n_bytes // 256) * 64, np.float32)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        read(floats.ctypes.data, floats.size, passes)
+        seconds.append(time.perf_counter() - start)
+    return passes * floats.nbytes / min(seconds)
 
 
 def build_info() -> dict:
