@@ -47,14 +47,25 @@ def by_tier(names) -> list:
 
 # The CPU kernel with each copy of its loops this CPU runs but the best (which "cpu_kernel" runs), by name.
 OTHER_LOOPS = cpu_kernel.loops_here()[1:] if cpu_kernel.available() else []
+KERNEL_COPIES = ["cpu_kernel", *(pytest.param(f"cpu_kernel:{name}", marks=pytest.mark.slow) for name in OTHER_LOOPS)]
 
 
-@pytest.fixture(params=[*by_tier(lstm.IMPLEMENTATIONS),
-                        *(pytest.param(f"cpu_kernel:{name}", marks=pytest.mark.slow) for name in OTHER_LOOPS)])
+@pytest.fixture(params=[*by_tier(name for name in lstm.IMPLEMENTATIONS if name != "cpu_kernel"), *KERNEL_COPIES])
 def scan(request, monkeypatch):
     """The layer through each implementation by name, where it runs here; cuDNN off a CUDA GPU with jax's
     reference mathematics in place of the library call; the CPU kernel also with each other copy of its loops."""
-    name, _, loops = request.param.partition(":")
+    yield from scan_named(request.param, monkeypatch)
+
+
+@pytest.fixture(params=KERNEL_COPIES)
+def kernel_scan(request, monkeypatch):
+    """The layer through the CPU kernel, with each copy of its loops."""
+    yield from scan_named(request.param, monkeypatch)
+
+
+def scan_named(param: str, monkeypatch):
+    """The layer through the implementation `param` names ('cpu_kernel:avx2': the kernel with those loops)."""
+    name, _, loops = param.partition(":")
     if name == "cudnn" and not ON_CUDA:
         monkeypatch.setattr(rnn, "lstm", lstm_from_reference)
         yield functools.partial(lstm.with_edges_settled, cudnn.lstm_scan)
@@ -110,12 +121,12 @@ def call(scan_fn, *layer):
     return scan_fn(*layer)
 
 
-# (batch, time, units, vocab): features and ids, small; 64 units, whose recurrent matmul the kernel tiles
-# itself both ways (AVX-512 loops), over weights read in place (3 steps) or packed (5 steps), in row tiles of 4
-# and a short one; and 37 rows over 30 steps with 128 gate columns, which the CPU kernel splits over two
-# threads on two cores or more.
-PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (6, 3, 64, 5), (7, 5, 64, 0),
-            *(pytest.param(37, 30, 32, v, marks=pytest.mark.slow) for v in (0, 9))]
+# (batch, time, units, vocab): features and ids, small, and 64 units over 6 rows.
+PROBLEMS = [(3, 7, 5, 0), (3, 7, 5, 4), (6, 3, 64, 5)]
+# The CPU kernel's other paths: 64 units, whose recurrent matmul it tiles itself both ways (AVX-512 loops), over
+# weights packed (5 steps) or read in place (1 step), in row tiles of 4 and short ones; and 37 rows over 30 steps
+# with 128 gate columns, which it splits into two blocks of rows on two cores or more.
+KERNEL_PROBLEMS = [(7, 5, 64, 0), (5, 1, 64, 5), *(pytest.param(37, 30, 32, v, marks=pytest.mark.slow) for v in (0, 9))]
 
 
 @pytest.mark.parametrize("batch, time, units, vocab", PROBLEMS)
@@ -134,11 +145,20 @@ def test_final_carry_cotangent_alone_reaches_every_input(scan):
     assert_equals_reference(scan, outputs_and_grads, layer, cotangents, problem=("final carry",))
 
 
-@pytest.mark.parametrize("batch, time, units, vocab", [(2, 1, 3, 0), (5, 1, 64, 5), *PROBLEMS])
+@pytest.mark.parametrize("batch, time, units, vocab", [(2, 1, 3, 0), *PROBLEMS])
 def test_outputs_without_gradients_equal_autodiff(scan, batch, time, units, vocab):
     """Evaluation and sampling call the layer without differentiating it: the same hs and final (h, c)."""
     layer, _ = random_layer(batch=batch, time=time, units=units, vocab=vocab, seed=2)
     assert_equals_reference(scan, call, *layer, problem=("values", batch, time, units, vocab))
+
+
+@pytest.mark.parametrize("batch, time, units, vocab", KERNEL_PROBLEMS)
+def test_the_kernels_tiles_and_row_blocks_equal_autodiff(kernel_scan, batch, time, units, vocab):
+    """Outputs and gradients, and outputs alone (inference's handler), on the kernel's other paths."""
+    layer, cotangents = random_layer(batch=batch, time=time, units=units, vocab=vocab)
+    problem = (batch, time, units, vocab)
+    assert_equals_reference(kernel_scan, outputs_and_grads, layer, cotangents, problem=("kernel grads", *problem))
+    assert_equals_reference(kernel_scan, call, *layer, problem=("kernel values", *problem))
 
 
 @pytest.mark.parametrize("value", [1e30, -np.inf, np.nan])
