@@ -164,8 +164,9 @@ def kernel_chunk(model: CharLSTM, carry, uniforms: jax.Array, temperatures: jax.
     logits, state = carry
     layers, width = model.layers, 4 * model.layers[0].units
     above = layers[1:]
-    inputs = jnp.stack([layer.input_kernel[...] for layer in above]) if above else jnp.zeros((0, width // 4, width))
-    biases = jnp.stack([layer.bias[...] for layer in above]) if above else jnp.zeros((0, width))
+    empty = jnp.zeros((0, width // 4, width), jnp.float32)
+    inputs = jnp.stack([layer.input_kernel[...] for layer in above]) if above else empty
+    biases = jnp.stack([layer.bias[...] for layer in above]) if above else empty[:, 0]
     recurrent = jnp.stack([layer.recurrent_kernel[...] for layer in layers])
     ids, model_log_probs, sampling_log_probs, state, logits = cpu_kernel.sample_steps(
         model.input_table(), recurrent, inputs, biases, *model.head_weights(), jnp.stack([jnp.stack(c) for c in state]),

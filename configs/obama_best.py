@@ -13,9 +13,9 @@ docs/results.md has the runs that showed it, and this model's curve.
 
 Measured on an otherwise idle 2-core CPU (the command above): best val_bpc
 1.7394 under the exact window metric (stream the same), at epoch 201 of 230;
-480 s of training, the whole command 8 min 43 s, peak RSS 1,053 MiB. It
+432 s of training, the whole command 7 min 54 s, peak RSS 987 MiB. It
 passes Kneser-Ney's best order on the same split (docs/results.md) at epoch
-42, after 87 s of training. The previous config (256 units, not stateful,
+42, after 86 s of training. The previous config (256 units, not stateful,
 180 epochs) reached 1.7554 in a 7 min 53 s command. Dynamic evaluation and
 interpolation with that n-gram take it further: docs/results.md.
 """

@@ -217,7 +217,7 @@ int KernelThreads() {
 
 // How many blocks to split the batch's rows over: each at least 16 rows and 512 row-steps of work. A hand-off
 // to another thread costs microseconds, and more inside a loop of small XLA kernels whose threads it wakes:
-// sampling's one-step calls stay on the calling thread.
+// one-step calls stay on the calling thread.
 int64_t RowBlocks(int64_t batch, int64_t time) {
   return std::clamp<int64_t>(std::min(batch / 16, batch * time / 512), 1, KernelThreads());
 }
@@ -257,7 +257,10 @@ void ParallelBlocks(ffi::ThreadPool& pool, int64_t blocks, int64_t count, const 
       errors[k] = std::current_exception();
     }
   };
-  for (int64_t k = 1; k < blocks; ++k) pool.Schedule([claims] { claims->Claim(); });
+  try {
+    for (int64_t k = 1; k < blocks; ++k) pool.Schedule([claims] { claims->Claim(); });
+  } catch (...) {  // No task to be had (out of memory): this thread claims what is left.
+  }
   claims->Claim();
   while (claims->finished < blocks) std::this_thread::yield();
   for (const auto& error : errors)
@@ -463,7 +466,7 @@ ffi::Error LstmBackwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> kernel, 
 // Sampling's loop (charlstm.sampling.sample_chunk without top-k or top-p): `steps` characters per row, each
 // drawn from the row's logits with its uniform number (DrawRow), then fed through every LSTM layer and the
 // head for the next logits. One call runs the whole chunk: no per-step dispatch, and a large enough batch's
-// rows split into blocks, each running its whole loop on its own thread.
+// rows split into blocks (RowBlocks), each running its whole loop on one thread.
 //   table [vocab, 4*units]: the first layer's input projection of each character, bias included;
 //   recurrent [layers, units, 4*units]; inputs [layers - 1, units, 4*units] and biases [layers - 1, 4*units]:
 //   the other layers' input kernels and biases; head_kernel [units, vocab], head_bias [vocab];
@@ -481,7 +484,8 @@ ffi::Error LstmSampleImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> table, ffi
   const int64_t layers = dims.size() == 4 ? dims[0] : 0, rows = layers ? dims[2] : 0, units = layers ? dims[3] : 0;
   const int64_t width = 4 * units, vocab = table.dimensions().size() == 2 ? table.dimensions()[0] : 0;
   const int64_t steps = uniforms.dimensions().size() == 2 ? uniforms.dimensions()[1] : 0;
-  if (!(layers > 0 && units > 0 && vocab > 0 && HasShape(dims, {layers, 2, rows, units}) &&
+  if (!(layers > 0 && units > 0 && vocab > 0 && rows * steps <= std::numeric_limits<int>::max() &&
+        HasShape(dims, {layers, 2, rows, units}) &&
         HasShape(table.dimensions(), {vocab, width}) && HasShape(recurrent.dimensions(), {layers, units, width}) &&
         HasShape(inputs.dimensions(), {layers - 1, units, width}) && HasShape(biases.dimensions(), {layers - 1, width}) &&
         HasShape(head_kernel.dimensions(), {units, vocab}) && HasShape(head_bias.dimensions(), {vocab}) &&
@@ -589,9 +593,10 @@ extern "C" const char* CharlstmLoopsHere() {
 extern "C" const char* CharlstmLoopsInUse() { return loops->name; }
 
 // Reads x [n] (n a multiple of 64) `passes` times with the loops in use; returns the sum, so that no pass can be
-// skipped. For the benchmarks' memory-bound limit (charlstm.lstm.cpu_kernel.read_bytes_per_second).
-extern "C" float CharlstmReadFloats(const float* x, int64_t n, int64_t passes) {
-  float total = 0.0f;
+// skipped and the caller can check it. For the benchmarks' memory-bound limit
+// (charlstm.lstm.cpu_kernel.read_bytes_per_second).
+extern "C" double CharlstmReadFloats(const float* x, int64_t n, int64_t passes) {
+  double total = 0.0;
   for (int64_t pass = 0; pass < passes; ++pass) total += loops->sum_floats(n, x);
   return total;
 }

@@ -36,7 +36,7 @@ the median counts.
 
 methods (training.py): the train step in --config's shapes with each training method of docs/training.md
 (embedding dropout, AR/TAR, an embedding, a tied one, the mogrifier, stateful) beside the plain step, in
-turns step by step, and each over the plain one.
+turns of 4 steps, and each over the plain one.
 
 In the header, cpu names the CPU model and vector_extensions the ones it has (figures depend on
 both), cpus the cores this process may run on, cpu_kernel whether the compiled CPU kernel loaded (or

@@ -186,6 +186,13 @@ def test_texts_are_cut_after_the_stop_string(model):
     assert sampling.cut_at_stop("one. two.", ".") == "one." and sampling.cut_at_stop("one", "x") == "one"
 
 
+def joined(chunks) -> sampling.Chunk:
+    """sample_chunks' chunks as one, all steps in order."""
+    chunks = list(chunks)
+    fields = ("ids", "model_log_probs", "sampling_log_probs")
+    return sampling.Chunk(*(np.concatenate([getattr(c, f) for c in chunks], axis=1) for f in fields))
+
+
 def teacher_forced_log_probs(model, prompt, ids, temperatures):
     """The log-probabilities of drawn ids `[rows, length]` after `prompt`, under the model and under each row's
     tempered distribution (0 where greedy), from the model run over the whole text: in float32 and float64."""
@@ -208,7 +215,8 @@ def teacher_forced_log_probs(model, prompt, ids, temperatures):
 @pytest.mark.parametrize("loops", KERNEL_LOOPS)
 def test_the_kernels_loop_draws_the_scans_ids_with_accurate_log_probabilities(loops):
     """sample_chunk's loop in the compiled kernel (each copy of its loops) against the XLA scan: two layers over
-    an embedding, a tied head with its projection; greedy and tempered rows, 36 of them (two blocks of rows)."""
+    an embedding, a tied head with its projection; greedy and tempered rows, 36 of them (two blocks of rows on
+    two cores), streamed in chunks of 64, 64 and 2 steps (the state carried; the last reads weights in place)."""
     models = {
         impl: CharLSTM(VOCAB, 16, 2, embed_dim=8, tie_weights=True, lstm_impl=impl, rngs=nnx.Rngs(1))
         for impl in ("cpu_kernel", "xla")
@@ -220,15 +228,15 @@ def test_the_kernels_loop_draws_the_scans_ids_with_accurate_log_probabilities(lo
     cpu_kernel.use_loops(loops)
     try:
         drawn = {
-            impl: list(sampling.sample_chunks(*split_model(m), prompt, temperatures, keys, 40))
+            impl: joined(sampling.sample_chunks(*split_model(m), prompt, temperatures, keys, 130, stream=True))
             for impl, m in models.items()
         }
     finally:
         cpu_kernel.use_loops(in_use)
-    ids = drawn["xla"][0].ids
+    ids = drawn["xla"].ids
     np.testing.assert_array_equal(ids[3:], np.tile(ids[:3], (11, 1)))  # Rows with the same key draw alike.
     references = teacher_forced_log_probs(models["xla"], prompt, jnp.asarray(ids), temperatures)
-    for impl, (chunk,) in drawn.items():
+    for impl, chunk in drawn.items():
         np.testing.assert_array_equal(chunk.ids, ids, err_msg=impl)
         log_probs = (chunk.model_log_probs, chunk.sampling_log_probs)
         assert_float32_accurate(log_probs, *references, f"{impl} sampler's log-probabilities")

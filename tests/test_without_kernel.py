@@ -12,13 +12,15 @@ from charlstm.lstm import cpu_kernel
 from tests.conftest import REPO
 
 # Tests whose runs take the kernel when it is there: the implementation choice and the kernel's own
-# tests, training end to end, generation and evaluation from a trained run.
+# tests, training end to end, the generate benchmark (its XLA reader), generation and evaluation from a
+# trained run.
 SELECTION = [
     "tests/test_lstm.py::test_auto_takes_the_first_that_runs_and_a_name_that_cannot_run_is_one_clear_error",
     "tests/test_lstm.py::test_charlstm_trains_on_the_same_gradients_with_every_implementation",
     "tests/test_lstm.py::test_kernel_gradients_are_the_same_bits_every_run",
     "tests/test_lstm.py::test_auto_runs_the_compiled_kernel_for_float32_on_one_cpu",
     "tests/test_train.py::test_tiny_run_writes_the_run_folder_and_resumes",
+    "tests/test_benchmark.py::test_the_generate_section_times_both_methods_at_each_batch_size",
     "tests/test_trained_run.py::test_generate_continues_a_prompt_at_each_temperature",
     "tests/test_trained_run.py::test_evaluate_scores_a_text_file_and_writes_surprisal",
 ]

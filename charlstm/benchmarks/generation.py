@@ -81,7 +81,7 @@ def generate_section(model: Model, length: int, lab_length: int, repeats: int) -
     """Characters per second of the stateful sampler (`length` per call) and of the lab's method
     (`lab_length` per call: each costs the same, so fewer suffice), per batch size; the fastest of
     `repeats` calls counts. Beside them, the memory-bound limit at batch 1: the weights a step reads
-    (step_weight_bytes), read once per character at the rate a compiled loop reads them."""
+    (step_weight_bytes), read once per character at the rate read_bytes_per_second reads them."""
     graphdef, params, vocab_size, seq_length = model
     prompt = jnp.arange(seq_length, dtype=jnp.int32) % vocab_size
     stateful, streamed, lab = {}, {}, {}

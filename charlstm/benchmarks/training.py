@@ -1,7 +1,7 @@
 """The real train step (charlstm.train_step.make_train_step) in a config's shapes and train.dtype on random
 windows: compile seconds, median seconds per step after warm-up, characters per second, achieved
 matmul GFLOP/s and its share of a float32 matmul's GFLOP/s measured in the same run, minor page faults
-per step and the process's peak resident memory. Side by side, in turns step by step: for an LSTM,
+per step and the process's peak resident memory. Side by side, in turns (timing.in_turns): for an LSTM,
 the same step with each other LSTM implementation that runs here (charlstm.lstm, by name), with
 PyTorch importable the same step in torch (torch_step.py), and, given its command, the Keras lab's
 step in rounds (keras_lab.py); each with its time over ours."""
@@ -117,7 +117,7 @@ METHODS = {
 
 
 def methods_section(config: ml_collections.ConfigDict, steps: int) -> dict:
-    """Median seconds of the train step with each of METHODS on `config`, in turns step by step, and each
+    """Median seconds of the train step with each of METHODS on `config`, in turns (timing.in_turns), and each
     over the plain step: what a method costs per epoch."""
     timed = {name: train_steps(with_overrides(config, fields), OBAMA_VOCAB, steps) for name, fields in METHODS.items()}
     measured = interleaved_steps(timed, steps)

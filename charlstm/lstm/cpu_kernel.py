@@ -1,12 +1,12 @@
 """The LSTM time loop as a compiled CPU kernel (csrc/lstm_cpu.cc), called from jit through XLA's FFI.
 
 `pip install` compiles the kernel (setup.py); here OpenBLAS from the scipy-openblas32 package is
-loaded and handed to it, and its three handlers are registered with XLA once. Each time step is one
-matmul (with the AVX-512 loops on weights packed once per call, else OpenBLAS's) and one vectorised
-loop with no per-step dispatch; the kernel splits a batch's rows into up to one block per core
-(OPENBLAS_NUM_THREADS caps how many), each running its rows' whole time loop with single-threaded
-OpenBLAS on a thread of XLA's intra-op pool; small batches and one-step calls (sampling) stay on the
-calling thread. With character ids it
+loaded and handed to it, and its four handlers (training's forward and backward, inference, sampling's
+loop) are registered with XLA once. Each time step is one matmul (with the AVX-512 loops the kernel's
+own, else OpenBLAS's) and one vectorised loop with no per-step dispatch; the kernel splits a batch's
+rows into up to one block per core (OPENBLAS_NUM_THREADS caps how many), each running its rows' whole
+time loop with single-threaded OpenBLAS on a thread of XLA's intra-op pool; small batches and one-step
+calls stay on the calling thread. With character ids it
 gathers the table's rows itself and sums their gradient by id, so x_proj and its gradient are never
 written out whole. Its element-wise loops are compiled for AVX-512, AVX2 and baseline x86-64: it runs
 the best this CPU has, or the copy CHARLSTM_CPU_ISA names (use_loops switches between calls), and its
@@ -136,13 +136,15 @@ def read_bytes_per_second(n_bytes: int, passes: int = 2000, repeats: int = 5) ->
     fastest of `repeats`: the memory-bound limit of a step that reads that many bytes of weights once (from
     cache, where they fit)."""
     read = _library().CharlstmReadFloats
-    read.restype, read.argtypes = ctypes.c_float, (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+    read.restype, read.argtypes = ctypes.c_double, (ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
     floats = np.ones(-(-n_bytes // 256) * 64, np.float32)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        read(floats.ctypes.data, floats.size, passes)
+        total = read(floats.ctypes.data, floats.size, passes)
         seconds.append(time.perf_counter() - start)
+        if total != floats.size * passes:  # Sums of ones: exact while a pass's sum fits float32's 24 bits.
+            raise RuntimeError(f"the kernel's read of {floats.size} ones {passes} times summed to {total}")
     return passes * floats.nbytes / min(seconds)
 
 
