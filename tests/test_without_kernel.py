@@ -16,7 +16,8 @@ from tests.conftest import REPO
 # trained run.
 SELECTION = [
     "tests/test_lstm.py::test_auto_takes_the_first_that_runs_and_a_name_that_cannot_run_is_one_clear_error",
-    "tests/test_lstm.py::test_charlstm_trains_on_the_same_gradients_with_every_implementation",
+    "tests/test_lstm.py::test_charlstm_trains_on_the_same_gradients_with_every_implementation[cpu_kernel-False]",
+    "tests/test_lstm.py::test_charlstm_trains_on_the_same_gradients_with_every_implementation[cpu_kernel-True]",
     "tests/test_lstm.py::test_kernel_gradients_are_the_same_bits_every_run",
     "tests/test_lstm.py::test_auto_runs_the_compiled_kernel_for_float32_on_one_cpu",
     "tests/test_train.py::test_tiny_run_writes_the_run_folder_and_resumes",
