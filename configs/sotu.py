@@ -19,8 +19,8 @@ runs/sotu --protocol window` runs it).
 
 Measured on an otherwise idle 2-core CPU (the command above): val_bpc 1.8481
 (stream, epoch 11 of 15), below Kneser-Ney's best order on the same split
-(order 8, 1.8865), after 363 s of training (410 s for all 15 epochs), the
-whole command 7 min 53 s, peak RSS 1,055 MiB. Interpolated with that n-gram,
+(order 8, 1.8865), after 311 s of training (353 s for all 15 epochs), the
+whole command 6 min 54 s, peak RSS 1,033 MiB. Interpolated with that n-gram,
 `python scripts/evaluate.py --workdir runs/sotu --protocol stream
 --mix_ngram 8` gives 1.7279.
 """
