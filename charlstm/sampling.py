@@ -162,9 +162,9 @@ def kernel_samples(model: CharLSTM) -> bool:
 def kernel_chunk(model: CharLSTM, carry, uniforms: jax.Array, temperatures: jax.Array):
     """sample_chunk's steps, one per column of uniforms `[rows, steps]`, in one call of the compiled kernel."""
     logits, state = carry
-    layers, width = model.layers, 4 * model.layers[0].units
+    layers, units = model.layers, model.layers[0].units
     above = layers[1:]
-    empty = jnp.zeros((0, width // 4, width), jnp.float32)
+    empty = jnp.zeros((0, units, 4 * units), jnp.float32)
     inputs = jnp.stack([layer.input_kernel[...] for layer in above]) if above else empty
     biases = jnp.stack([layer.bias[...] for layer in above]) if above else empty[:, 0]
     recurrent = jnp.stack([layer.recurrent_kernel[...] for layer in layers])

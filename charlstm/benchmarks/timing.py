@@ -15,7 +15,7 @@ import jax.numpy as jnp
 WARMUP_STEPS = 3
 # Consecutive steps of one method per turn, as a training loop runs them. A turn's first step is not timed: it
 # absorbs what the method before left behind. PyTorch's OpenMP threads spin on after its step, holding the
-# cores: our headline step right after one of PyTorch's took 1.2-1.4x its time after one of ours (docs/speed.md).
+# cores: our headline step right after one of PyTorch's took 1.36x its time right after an XLA step (docs/speed.md).
 TURN_STEPS = 4
 
 
